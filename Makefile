@@ -1,0 +1,40 @@
+# One entry point for humans and CI. Every target bootstraps what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+SCENARIO ?= common
+
+.PHONY: help setup image lint syntax pytest molecule molecule-all test clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## Create .venv, install pinned tools and collections, make sure Docker answers
+	@scripts/bootstrap.sh
+	@scripts/host-deps.sh
+
+image: setup ## Build the systemd test image (only when its recipe changed)
+	@scripts/build-image.sh
+
+lint: setup ## yamllint, ansible-lint (production profile), ruff
+	@scripts/test.sh lint
+
+syntax: setup ## ansible-playbook --syntax-check site.yml against each inventory
+	@scripts/test.sh syntax
+
+pytest: setup ## Every pytest suite
+	@scripts/test.sh pytest
+
+molecule: image ## One Molecule scenario: make molecule SCENARIO=common
+	@scripts/test.sh molecule $(SCENARIO)
+
+molecule-all: image ## Every Molecule scenario
+	@scripts/test.sh molecule
+
+test: image ## Everything CI runs: lint, syntax, pytest, every Molecule scenario
+	@scripts/test.sh all
+
+clean: ## Remove test containers, caches and the venv (keeps Docker images)
+	@scripts/clean.sh

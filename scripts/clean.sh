@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Removes what the test run left: Molecule containers, caches, the venv.
+# Docker images are kept; scripts/build-image.sh rebuilds them only when needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if docker info >/dev/null 2>&1; then
+  ids=$(docker ps -aq --filter label=owner=molecule)
+  [ -z "$ids" ] || docker rm -f $ids >/dev/null
+fi
+rm -rf .venv .cache/facts .pytest_cache .ruff_cache collections artifacts
+find . -name __pycache__ -type d -prune -exec rm -rf {} +
+echo "clean"
