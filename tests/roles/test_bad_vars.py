@@ -1,0 +1,46 @@
+"""Bad role variables are rejected at role entry, with a message naming the problem, before any change."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+CASES = [
+    # role, entry point, variables, text the error must contain
+    ("common", "main", {"common_firewall_allowed_tcp_ports": ["http"]}, "common_firewall_allowed_tcp_ports"),
+    ("common", "main", {"common_firewall_allowed_tcp_ports": [80, 70000]}, "must be an integer within 1-65535"),
+    ("common", "main", {"common_firewall_ssh_port": 0}, "common_firewall_ssh_port contains 0"),
+    (
+        "common",
+        "main",
+        {"common_journald_system_max_use_mb": -5},
+        "common_journald_system_max_use_mb must be a positive integer, got -5",
+    ),
+    ("common", "main", {"common_unattended_upgrades_reboot_time": "25:00"}, "HH:MM, got 25:00"),
+    ("common", "main", {"common_locale": "english"}, "like en_US.UTF-8, got english"),
+    ("common", "main", {"common_unattended_upgrades_enabled": "maybe"}, "common_unattended_upgrades_enabled"),
+    ("python", "main", {"python_version": "banana"}, 'python_version must be "system" or a version'),
+    ("python", "venv", {"python_venv_path": "relative/venv"}, "python_venv_path must be an absolute path"),
+    ("python", "venv", {}, "python_venv_path"),
+]
+
+
+@pytest.mark.parametrize(("role", "entry", "variables", "message"), CASES, ids=[f"{c[0]}-{c[3][:40]}" for c in CASES])
+def test_bad_variable_is_rejected_before_any_change(apply_role, role, entry, variables, message):
+    result = apply_role(role, variables, entry)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert message in output, output
+    # Nothing ran past validation: the only tasks reached are the spec check and asserts.
+    reached = re.findall(r"^TASK \[[^\]]*?: ([^\]]+)\]", output, flags=re.MULTILINE)
+    assert all(t.startswith(("Validating arguments", "Check", "Include")) for t in reached), reached
+    assert re.search(r"changed=0\s", output), output
+
+
+def test_good_variables_pass_validation(apply_role):
+    """The same harness accepts valid input, so the failures above are about the values."""
+    result = apply_role("python", {"python_venv_path": "/nonexistent/venv"}, "venv")
+    output = result.stdout + result.stderr
+    assert "python_venv_path must be an absolute path" not in output
+    assert "Validating arguments against arg spec 'venv'" in output
