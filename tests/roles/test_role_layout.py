@@ -53,4 +53,5 @@ def test_every_default_has_a_comment(role):
     lines = (role / "defaults" / "main.yml").read_text().splitlines()
     for i, line in enumerate(lines):
         if line and not line.startswith((" ", "#", "-", "---")) and ":" in line:
-            assert i > 0 and lines[i - 1].startswith("#"), f"{role.name}: {line.split(':')[0]} has no comment above it"
+            assert i > 0, f"{role.name}: defaults/main.yml must start with a comment"
+            assert lines[i - 1].startswith("#"), f"{role.name}: {line.split(':')[0]} has no comment above it"
