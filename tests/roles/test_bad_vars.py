@@ -23,6 +23,19 @@ CASES = [
     ("python", "main", {"python_version": "banana"}, 'python_version must be "system" or a version'),
     ("python", "venv", {"python_venv_path": "relative/venv"}, "python_venv_path must be an absolute path"),
     ("python", "venv", {}, "python_venv_path"),
+    ("loadbalancer", "main", {"loadbalancer_port": 70000}, "must be within 1-65535"),
+    (
+        "loadbalancer",
+        "main",
+        {"loadbalancer_backends": [{"name": "web1", "address": "127.0.0.1", "port": "https"}]},
+        "loadbalancer_backends",
+    ),
+    (
+        "loadbalancer",
+        "main",
+        {"loadbalancer_backends": [{"name": "a", "address": "x", "port": 1}, {"name": "a", "address": "y", "port": 2}]},
+        "backend names unique",
+    ),
 ]
 
 
