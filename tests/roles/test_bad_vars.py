@@ -36,6 +36,28 @@ CASES = [
         {"loadbalancer_backends": [{"name": "a", "address": "x", "port": 1}, {"name": "a", "address": "y", "port": 2}]},
         "backend names unique",
     ),
+    ("lb_target", "drain", {"lb_target_kind": "f5"}, "lb_target_kind"),
+    ("lb_target", "drain", {"lb_target_kind": "haproxy"}, "needs lb_target_haproxy_host"),
+    ("lb_target", "enable", {"lb_target_kind": "alb", "lb_target_alb_target_group": "tg"}, "EC2 lb_target_alb_instance_id"),
+    ("pytorch", "main", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
+    ("pytorch", "main", {"pytorch_cpu_version": "latest"}, "pytorch_cpu_version must pin one version"),
+    ("pytorch", "main", {"pytorch_venv_path": "venv"}, "pytorch_venv_path (absolute path, got 'venv')"),
+    ("nginx", "main", {"nginx_http_port": 70000}, "nginx_http_port (70000)"),
+    ("nginx", "main", {"nginx_upstreams": []}, "nginx_upstreams must list at least one backend"),
+    ("nginx", "main", {"nginx_tls_enabled": True}, "nginx_tls_enabled is true, so nginx_tls_certificate"),
+    (
+        "certbot",
+        "main",
+        {"certbot_domains": [], "certbot_email": "ops@example.com"},
+        "certbot_domains must list at least one",
+    ),
+    (
+        "certbot",
+        "main",
+        {"certbot_domains": ["app.example.com"], "certbot_email": "ops"},
+        "certbot_email must be an e-mail address",
+    ),
+    ("certbot", "main", {"certbot_key_type": "dsa"}, "value of certbot_key_type must be one of: ecdsa, rsa"),
 ]
 
 
