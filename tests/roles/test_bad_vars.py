@@ -38,7 +38,12 @@ CASES = [
     ),
     ("lb_target", "drain", {"lb_target_kind": "f5"}, "lb_target_kind"),
     ("lb_target", "drain", {"lb_target_kind": "haproxy"}, "needs lb_target_haproxy_host"),
-    ("lb_target", "enable", {"lb_target_kind": "alb", "lb_target_alb_target_group": "tg"}, "EC2 lb_target_alb_instance_id"),
+    (
+        "lb_target",
+        "enable",
+        {"lb_target_kind": "alb", "lb_target_alb_target_group": "tg"},
+        "EC2 lb_target_alb_instance_id",
+    ),
     ("pytorch", "main", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
     ("pytorch", "main", {"pytorch_cpu_version": "latest"}, "pytorch_cpu_version must pin one version"),
     ("pytorch", "main", {"pytorch_venv_path": "venv"}, "pytorch_venv_path (absolute path, got 'venv')"),
