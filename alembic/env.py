@@ -1,0 +1,59 @@
+"""Alembic environment: DATABASE_URL from the environment, metadata from app.models."""
+
+from __future__ import annotations
+
+import os
+from logging.config import fileConfig
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from alembic import context
+from app.core.config import normalize_database_url
+from app.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+# Programmatic callers (tests, the app's tooling) set configure_logger=False to keep their own logging.
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def database_url() -> URL:
+    raw = config.attributes.get("database_url") or os.environ.get("DATABASE_URL", "")
+    if not raw.strip():
+        raise SystemExit("DATABASE_URL is not set; export it (postgresql://user:password@host:port/dbname)")
+    try:
+        return normalize_database_url(raw)
+    except ValueError as exc:
+        raise SystemExit(f"DATABASE_URL is invalid: {exc}") from None
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(database_url(), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                compare_type=True,
+                compare_server_default=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

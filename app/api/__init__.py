@@ -1,0 +1,1 @@
+"""HTTP routers: the JSON API under /api and the operational endpoints at the root."""

@@ -1,0 +1,110 @@
+"""Exception handlers: every expected failure becomes a 4xx/503 with a message; never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg.errors import UndefinedColumn, UndefinedTable
+from psycopg_pool import PoolTimeout
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from app.core.db import db_error_reason
+from app.services.errors import AppError, BusyError
+
+logger = logging.getLogger(__name__)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    """('body', 'layers', 0, 'activation') -> 'layers[0].activation'; query/path params are labelled."""
+    kind, rest = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else ("body", loc)
+    name = ""
+    for part in rest:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    if not name:
+        return "request body"
+    return name if kind == "body" else f"{name} ({kind} parameter)"
+
+
+def validation_message(errors: Sequence[dict[str, Any]]) -> str:
+    return "; ".join(f"{_field_name(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors)
+
+
+def field_error(loc: tuple[str | int, ...], message: str) -> RequestValidationError:
+    """A 422 for checks that need runtime settings or the model, shaped like FastAPI's own."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": None}])
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Inputs are not echoed back: they may be megabytes long.
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    return JSONResponse({"message": validation_message(exc.errors()), "detail": detail}, status_code=422)
+
+
+async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, BusyError) else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Routes turn the conflicts they expect into specific messages; this is the safety net.
+    logger.warning("integrity error: %s", db_error_reason(exc))
+    return JSONResponse({"detail": "the request conflicts with existing data"}, status_code=409)
+
+
+async def _data_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("data error: %s", db_error_reason(exc))
+    return JSONResponse({"detail": "a value is out of range for the database"}, status_code=422)
+
+
+async def _db_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", db_error_reason(exc))
+    return JSONResponse(
+        {"detail": "database unavailable; retry shortly"}, status_code=503, headers={"Retry-After": "5"}
+    )
+
+
+async def _programming_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # A missing table or column means the schema is behind this release (mid-deploy): unavailable, not
+    # a bug. Any other programming error is one, and goes on to the catch-all 500.
+    if isinstance(exc, ProgrammingError) and isinstance(exc.orig, UndefinedTable | UndefinedColumn):
+        return _schema_not_ready(exc)
+    raise exc
+
+
+def _schema_not_ready(exc: Exception) -> JSONResponse:
+    logger.error("database schema not ready: %s", db_error_reason(exc))
+    return JSONResponse(
+        {"detail": "database schema is not at the expected revision; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _psycopg_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Raw driver errors come from the async read path (prediction), which bypasses SQLAlchemy.
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return await _db_unavailable_handler(request, exc)
+    if isinstance(exc, UndefinedTable | UndefinedColumn):
+        return _schema_not_ready(exc)
+    raise exc
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(IntegrityError, _integrity_handler)
+    app.add_exception_handler(DataError, _data_error_handler)
+    app.add_exception_handler(OperationalError, _db_unavailable_handler)
+    app.add_exception_handler(PoolTimeoutError, _db_unavailable_handler)
+    app.add_exception_handler(ProgrammingError, _programming_error_handler)
+    app.add_exception_handler(psycopg.Error, _psycopg_error_handler)
+    app.add_exception_handler(PoolTimeout, _psycopg_error_handler)

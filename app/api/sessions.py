@@ -1,0 +1,73 @@
+"""Training sessions: start, watch, stop."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy import select
+
+from app.api.deps import DbDep, ModelId, RuntimeDep, SessionId
+from app.api.limits import check_training
+from app.ml.training import TrainingParams
+from app.models import NetworkModel, TrainingSession
+from app.schemas.common import ValidationErrorOut, error_responses
+from app.schemas.training import MetricsOut, SessionList, SessionOut, TrainingCreate
+from app.services import sessions as service
+from app.services.errors import NotFoundError
+
+router = APIRouter(tags=["training"])
+
+
+@router.post(
+    "/models/{model_id}/sessions",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**error_responses(404, 409, 429), 422: {"model": ValidationErrorOut}},
+)
+def start_training(model_id: ModelId, body: TrainingCreate, db: DbDep, runtime: RuntimeDep) -> SessionOut:
+    """Queue a training run. 429 when this server already runs MAX_CONCURRENT_TRAININGS sessions."""
+    check_training(body, runtime.settings)
+    params = TrainingParams(body.epochs, body.learning_rate, body.batch_size, body.optimizer, body.seed)
+    row = runtime.trainer.start_session(db, model_id, params)
+    return SessionOut.model_validate(row, from_attributes=True)
+
+
+@router.get("/models/{model_id}/sessions", responses=error_responses(404))
+def list_sessions(model_id: ModelId, db: DbDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> SessionList:
+    """Sessions of a model, newest first."""
+    if db.get(NetworkModel, model_id) is None:
+        raise NotFoundError(f"model {model_id} not found")
+    rows = db.scalars(
+        select(TrainingSession)
+        .where(TrainingSession.model_id == model_id)
+        .order_by(TrainingSession.id.desc())
+        .limit(limit)
+    ).all()
+    return SessionList(items=[SessionOut.model_validate(row, from_attributes=True) for row in rows])
+
+
+# Polled while a session runs: async reads on the event loop (see app.services.reads).
+@router.get("/sessions/{session_id}", responses=error_responses(404))
+async def get_session(session_id: SessionId, runtime: RuntimeDep) -> SessionOut:
+    return SessionOut.model_validate(await runtime.reads.session(session_id))
+
+
+@router.get("/sessions/{session_id}/metrics", responses=error_responses(404))
+async def get_metrics(
+    session_id: SessionId,
+    runtime: RuntimeDep,
+    after_epoch: Annotated[int, Query(ge=0, le=2**31 - 1, description="Only epochs after this one.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+) -> MetricsOut:
+    """Per-epoch metrics in epoch order; poll with after_epoch set to the last epoch seen."""
+    session = await runtime.reads.session(session_id)
+    items = await runtime.reads.metrics(session_id, after_epoch, limit)
+    return MetricsOut.model_validate({"session_id": session_id, "status": session["status"], "items": items})
+
+
+@router.post("/sessions/{session_id}/stop", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(404, 409))
+def stop_session(session_id: SessionId, db: DbDep, runtime: RuntimeDep) -> SessionOut:
+    """Ask a session to stop; honoured within one metrics flush by whichever process runs it."""
+    row = service.request_stop(db, session_id)
+    runtime.trainer.stop_local(session_id)
+    return SessionOut.model_validate(row, from_attributes=True)

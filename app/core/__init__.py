@@ -1,0 +1,1 @@
+"""Settings, database wiring, logging and other cross-cutting pieces."""

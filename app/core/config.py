@@ -1,0 +1,118 @@
+"""Settings read from the environment (see .env.example at the repository root)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Schemes accepted in DATABASE_URL; all of them are served by the psycopg 3 driver.
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+
+
+class ConfigError(RuntimeError):
+    """Invalid or unusable configuration; the message is safe to print (no secrets)."""
+
+
+def normalize_database_url(raw: str) -> URL:
+    """Parse DATABASE_URL and pin the psycopg 3 driver. Errors never echo the URL (it holds the password)."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise ValueError("not a valid database URL (expected postgresql://user:password@host:port/dbname)") from None
+    if url.drivername not in _POSTGRES_SCHEMES:
+        raise ValueError(f"unsupported scheme {url.drivername!r}; use postgresql:// or postgresql+psycopg://")
+    if not url.database:
+        raise ValueError("the URL names no database")
+    return url.set(drivername="postgresql+psycopg")
+
+
+def masked_url(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+class Settings(BaseSettings):
+    """All runtime configuration. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    database_url: SecretStr
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    torch_device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(1, ge=1, le=64)
+    training_workers: int = Field(2, ge=1, le=64)
+    max_concurrent_trainings: int = Field(4, ge=1, le=1000)
+    max_epochs: int = Field(1000, ge=1, le=100_000)
+    max_layers: int = Field(8, ge=1, le=64)
+    max_width: int = Field(256, ge=1, le=4096)
+    max_batch_size: int = Field(1024, ge=1, le=65_536)
+    max_samples: int = Field(5000, ge=10, le=100_000)
+    max_predict_rows: int = Field(1000, ge=1, le=100_000)
+    max_grid_resolution: int = Field(200, ge=2, le=1000)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    db_pool_size: int = Field(10, ge=1, le=200)
+    session_heartbeat_seconds: float = Field(10.0, gt=0, le=3600)
+    session_stale_seconds: float = Field(60.0, gt=0, le=86_400)
+    release_id: str = "dev"
+    git_sha: str = "unknown"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    alembic_script_location: Path = REPO_ROOT / "alembic"
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _normalize_url(cls, value: object) -> str:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be set to a PostgreSQL URL")
+        return normalize_database_url(value).render_as_string(hide_password=False)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def sqlalchemy_url(self) -> URL:
+        return make_url(self.database_url.get_secret_value())
+
+    @property
+    def database_url_masked(self) -> str:
+        return masked_url(self.sqlalchemy_url)
+
+
+def _describe(exc: ValidationError) -> str:
+    # Pydantic's own text includes the offending input, which for DATABASE_URL is the password: rebuild it.
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+        message = "is not set" if error["type"] == "missing" else error["msg"].removeprefix("Value error, ")
+        parts.append(f"{field} {message}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (plus explicit overrides); raise ConfigError with a safe message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

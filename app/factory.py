@@ -1,0 +1,79 @@
+"""Application factory: wiring of settings, middleware, routers and the start-up/shutdown lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from app.api import datasets, models, ops, predict, sessions
+from app.api.errors import register_exception_handlers
+from app.api.ops import STATIC_DIR
+from app.core.config import ConfigError, Settings, get_settings
+from app.core.logging import configure_logging
+from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.ml.device import configure_threads
+from app.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI app. Settings default to the environment; ConfigError names what is wrong."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Here, in the event-loop thread: OpenMP thread counts are per thread, and this one runs the
+        # forward passes of predictions (threads started later inherit the setting).
+        configure_threads(settings.torch_threads)
+        try:
+            runtime = await anyio.to_thread.run_sync(Runtime.start, settings)
+        except ConfigError as exc:
+            logger.critical("start-up failed: %s", exc)
+            raise
+        try:
+            await runtime.open()
+            app.state.runtime = runtime
+            yield
+        finally:
+            # uvicorn has stopped accepting connections and let in-flight requests finish by now.
+            await runtime.aclose()
+
+    app = FastAPI(
+        title="Neural network playground",
+        version=settings.release_id,
+        lifespan=lifespan,
+        # No Swagger/ReDoc pages: they load their assets from a CDN, which the CSP (default-src 'self')
+        # forbids. The spec itself is served.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    register_exception_handlers(app)
+
+    # Included directly, not through an intermediate /api router: FastAPI re-matches the path at
+    # every level of nesting, which costs a measurable share of a prediction request.
+    for module in (datasets, models, sessions, predict):
+        app.include_router(module.router, prefix="/api")
+    app.include_router(ops.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # Added innermost first: CORS, then the body limit, then request context (outermost).
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,1 @@
+"""PyTorch side: datasets, network building, the training loop and inference."""

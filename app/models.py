@@ -1,0 +1,137 @@
+"""SQLAlchemy ORM models. Everything a user must see again lives here, so any host can serve it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class SessionStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+ACTIVE_STATUSES = (SessionStatus.QUEUED, SessionStatus.RUNNING)
+_STATUS_SQL = ", ".join(f"'{status.value}'" for status in SessionStatus)
+_ACTIVE_SQL = ", ".join(f"'{status.value}'" for status in ACTIVE_STATUSES)
+
+
+class Base(DeclarativeBase):
+    # Deterministic constraint names keep Alembic migrations reproducible.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+        list[dict[str, Any]]: JSONB,
+    }
+
+
+class NetworkModel(Base):
+    """A network definition: dataset to learn and hidden layers."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    dataset: Mapped[str] = mapped_column(String(32))
+    dataset_params: Mapped[dict[str, Any]]
+    layers: Mapped[list[dict[str, Any]]]
+    task: Mapped[str] = mapped_column(String(16))
+    input_dim: Mapped[int]
+    output_dim: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class TrainingSession(Base):
+    """One training run of a model; status and latest metrics are updated while it runs."""
+
+    __tablename__ = "training_sessions"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_SQL})", name="status"),
+        CheckConstraint("optimizer IN ('sgd', 'adam')", name="optimizer"),
+        # At most one queued/running session per model, enforced across all hosts.
+        Index(
+            "uq_training_sessions_active_model",
+            "model_id",
+            unique=True,
+            postgresql_where=text(f"status IN ({_ACTIVE_SQL})"),
+        ),
+        Index("ix_training_sessions_status_owner_host", "status", "owner_host"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    epochs: Mapped[int]
+    learning_rate: Mapped[float] = mapped_column(Float)
+    batch_size: Mapped[int]
+    optimizer: Mapped[str] = mapped_column(String(8))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    device: Mapped[str] = mapped_column(String(16))
+    current_epoch: Mapped[int] = mapped_column(server_default=text("0"))
+    loss: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    stop_requested: Mapped[bool] = mapped_column(server_default=text("false"))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Owner = the process that runs it: host name, pid and a random per-process id (see README, "Ownership").
+    owner_host: Mapped[str] = mapped_column(String(255))
+    owner_pid: Mapped[int]
+    owner_instance: Mapped[str] = mapped_column(String(32))
+    heartbeat_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class EpochMetric(Base):
+    """Loss and accuracy after one epoch; accuracy is NULL for regression."""
+
+    __tablename__ = "epoch_metrics"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(primary_key=True)
+    loss: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+
+
+class ModelWeights(Base):
+    """Latest trained weights of a model (torch.save of the CPU state_dict). session_id doubles as version."""
+
+    __tablename__ = "model_weights"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("training_sessions.id", ondelete="CASCADE"), index=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

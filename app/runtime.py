@@ -1,0 +1,78 @@
+"""Process-wide objects created at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+import torch
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.config import Settings
+from app.core.db import check_connection, create_db_engine, create_read_pool, create_session_factory
+from app.core.migrations import script_head
+from app.ml.device import resolve_device
+from app.services.ownership import Owner
+from app.services.predictor import PredictorCache
+from app.services.reads import Reads
+from app.services.trainer import TrainingManager
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    device: torch.device
+    alembic_head: str
+    trainer: TrainingManager
+    read_pool: AsyncConnectionPool
+    reads: Reads
+    predictor: PredictorCache
+    shutting_down: bool = field(default=False)
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        """Validate the environment (raises ConfigError with a safe message) and start the trainer."""
+        device = resolve_device(settings.torch_device)
+        head = script_head(settings.alembic_script_location)
+        engine = create_db_engine(settings)
+        try:
+            check_connection(engine)
+        except Exception:
+            engine.dispose()
+            raise
+        session_factory = create_session_factory(engine)
+        trainer = TrainingManager(settings, engine, session_factory, device, Owner())
+        trainer.start()
+        read_pool = create_read_pool(settings)
+        reads = Reads(read_pool)
+        return cls(settings, engine, session_factory, device, head, trainer, read_pool, reads, PredictorCache(reads))
+
+    async def open(self) -> None:
+        """The async half of start-up; runs in the event loop that will serve requests."""
+        await self.read_pool.open(wait=True, timeout=10)
+        owner = self.trainer.owner
+        logger.info(
+            "started",
+            extra={
+                "release_id": self.settings.release_id,
+                "device": self.device.type,
+                "database": self.settings.database_url_masked,
+                "alembic_head": self.alembic_head,
+                "owner": f"{owner.host}/{owner.pid}/{owner.instance}",
+            },
+        )
+
+    async def aclose(self) -> None:
+        """Stop trainings (marking them interrupted) and release every connection."""
+        self.shutting_down = True
+        await anyio.to_thread.run_sync(self.trainer.shutdown)
+        await self.read_pool.close()
+        self.engine.dispose()
+        logger.info("stopped")

@@ -1,0 +1,57 @@
+"""Training sessions and their metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.models import SessionStatus
+from app.schemas.common import Seed, StrictModel
+
+
+class TrainingCreate(StrictModel):
+    epochs: int = Field(100, ge=1, le=100_000, description="Server limit MAX_EPOCHS applies.")
+    learning_rate: float = Field(0.03, gt=0.0, le=10.0, allow_inf_nan=False)
+    batch_size: int = Field(32, ge=1, le=65_536, description="Server limit MAX_BATCH_SIZE applies.")
+    optimizer: Literal["sgd", "adam"] = "adam"
+    seed: Seed = 0
+
+
+class SessionOut(BaseModel):
+    id: int
+    model_id: int
+    status: SessionStatus
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    optimizer: str
+    seed: int
+    device: str
+    current_epoch: int
+    loss: float | None
+    accuracy: float | None
+    stop_requested: bool
+    error: str | None
+    owner_host: str
+    owner_pid: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SessionList(BaseModel):
+    items: list[SessionOut]
+
+
+class EpochOut(BaseModel):
+    epoch: int
+    loss: float
+    accuracy: float | None
+
+
+class MetricsOut(BaseModel):
+    session_id: int
+    status: SessionStatus
+    items: list[EpochOut]

@@ -1,0 +1,1 @@
+"""Application logic between the HTTP layer and the database / torch."""

@@ -1,0 +1,66 @@
+"""Hot reads on the event loop: the endpoints clients poll or hammer (model, session, metrics,
+prediction) query through a psycopg async pool instead of ORM sessions in the thread pool. Under load,
+a thread-pool hop plus a transaction (BEGIN ... ROLLBACK) per request costs several times the query
+itself. Writes stay on the ORM (app.services.models / sessions / trainer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from app.schemas.training import SessionOut
+from app.services.errors import NotFoundError
+
+_MODEL_SQL = """
+    SELECT m.id, m.name, m.dataset, m.dataset_params, m.layers, m.task, m.input_dim, m.output_dim, m.created_at,
+           w.session_id AS weights_version
+    FROM models m LEFT JOIN model_weights w ON w.model_id = m.id
+    WHERE m.id = %s
+"""
+# Every field of the response is a column of the same name.
+_SESSION_SQL = f"SELECT {', '.join(SessionOut.model_fields)} FROM training_sessions WHERE id = %s"  # noqa: S608
+_METRICS_SQL = """
+    SELECT epoch, loss, accuracy FROM epoch_metrics
+    WHERE session_id = %s AND epoch > %s ORDER BY epoch LIMIT %s
+"""
+
+
+class Reads:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def model(self, model_id: int) -> dict[str, Any]:
+        row = await self.one(_MODEL_SQL, (model_id,))
+        if row is None:
+            raise NotFoundError(f"model {model_id} not found")
+        return row
+
+    async def session(self, session_id: int) -> dict[str, Any]:
+        row = await self.one(_SESSION_SQL, (session_id,))
+        if row is None:
+            raise NotFoundError(f"training session {session_id} not found")
+        return row
+
+    async def metrics(self, session_id: int, after_epoch: int, limit: int) -> list[dict[str, Any]]:
+        return await self.rows(_METRICS_SQL, (session_id, after_epoch, limit))
+
+    async def one(self, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+        rows = await self.rows(sql, params)
+        return rows[0] if rows else None
+
+    async def rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        try:
+            return await self._fetch(sql, params)
+        except psycopg.OperationalError:
+            # A connection broken by a database restart fails once and the pool discards it: retry once.
+            return await self._fetch(sql, params)
+
+    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(sql, params, prepare=True)
+            return await cursor.fetchall()

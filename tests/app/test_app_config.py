@@ -1,0 +1,114 @@
+"""Settings, start-up checks and their error messages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import REPO_ROOT
+from pgcluster import PgCluster, free_port
+
+from app.core.config import ConfigError, Settings, load_settings, normalize_database_url
+from app.core.db import check_connection, create_db_engine
+from app.ml.device import resolve_device
+
+SECRET = "s3cr3t-pa55"
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "ALLOWED_ORIGINS", "TORCH_DEVICE", "MAX_EPOCHS", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "driver"),
+    [
+        ("postgresql://u:p@db:5432/app", "postgresql+psycopg"),
+        ("postgresql+psycopg://u:p@db/app", "postgresql+psycopg"),
+        ("postgres://u:p@db/app", "postgresql+psycopg"),
+    ],
+)
+def test_database_url_forms_are_normalised_to_psycopg3(raw: str, driver: str) -> None:
+    url = normalize_database_url(raw)
+    assert url.drivername == driver
+    assert url.database == "app"
+
+
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:{SECRET}@db.internal:5432/nnp")
+    monkeypatch.setenv("ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("TORCH_DEVICE", "cpu")
+    monkeypatch.setenv("MAX_EPOCHS", "50")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    settings = Settings()  # type: ignore[call-arg]
+    assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+    assert settings.max_epochs == 50
+    assert settings.log_level == "warning"
+    assert settings.sqlalchemy_url.drivername == "postgresql+psycopg"
+    assert SECRET not in settings.database_url_masked
+    assert SECRET not in repr(settings)
+
+
+def test_missing_database_url_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"DATABASE_URL is not set"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [f"mysql://root:{SECRET}@db/app", f"postgresql://root:{SECRET}@db", f"::{SECRET}::", "   "],
+)
+def test_invalid_database_url_is_explained_without_the_password(raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(database_url=raw)
+    message = str(info.value)
+    assert "DATABASE_URL" in message
+    assert SECRET not in message
+    assert info.value.__cause__ is None  # the pydantic error (which echoes the input) is not chained
+
+
+def test_out_of_range_limit_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"TRAINING_WORKERS"):
+        load_settings(database_url="postgresql://u@h/d", training_workers=0)
+
+
+def test_unreachable_database_fails_with_a_safe_message() -> None:
+    settings = load_settings(database_url=f"postgresql://app:{SECRET}@127.0.0.1:{free_port()}/nnp")
+    engine = create_db_engine(settings)
+    try:
+        with pytest.raises(ConfigError) as info:
+            check_connection(engine)
+    finally:
+        engine.dispose()
+    message = str(info.value)
+    assert message.startswith("DATABASE_URL: cannot connect to postgresql+psycopg://app:***@127.0.0.1:")
+    assert SECRET not in message
+
+
+def test_wrong_password_fails_with_a_safe_message(pg: PgCluster) -> None:
+    settings = load_settings(database_url=f"postgresql://postgres:{SECRET}@127.0.0.1:{pg.port}/postgres")
+    engine = create_db_engine(settings)
+    try:
+        with pytest.raises(ConfigError, match=r"password authentication failed") as info:
+            check_connection(engine)
+    finally:
+        engine.dispose()
+    assert SECRET not in str(info.value)
+
+
+def test_env_example_documents_every_setting() -> None:
+    text = (REPO_ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    assert documented == {name.upper() for name in Settings.model_fields}
+
+
+def test_torch_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match=r"TORCH_DEVICE=cuda but CUDA is not available"):
+        resolve_device("cuda")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("cpu").type == "cpu"
