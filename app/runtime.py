@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.core.db import check_connection, create_db_engine, create_read_pool, create_session_factory
-from app.core.migrations import script_head
+from app.core.migrations import script_revisions
 from app.ml.device import resolve_device
 from app.services.ownership import Owner
 from app.services.predictor import PredictorCache
@@ -30,6 +30,7 @@ class Runtime:
     session_factory: sessionmaker[Session]
     device: torch.device
     alembic_head: str
+    known_revisions: frozenset[str]
     trainer: TrainingManager
     read_pool: AsyncConnectionPool
     reads: Reads
@@ -40,7 +41,7 @@ class Runtime:
     def start(cls, settings: Settings) -> Runtime:
         """Validate the environment (raises ConfigError with a safe message) and start the trainer."""
         device = resolve_device(settings.torch_device)
-        head = script_head(settings.alembic_script_location)
+        head, known = script_revisions(settings.alembic_script_location)
         engine = create_db_engine(settings)
         try:
             check_connection(engine)
@@ -52,7 +53,9 @@ class Runtime:
         trainer.start()
         read_pool = create_read_pool(settings)
         reads = Reads(read_pool)
-        return cls(settings, engine, session_factory, device, head, trainer, read_pool, reads, PredictorCache(reads))
+        return cls(
+            settings, engine, session_factory, device, head, known, trainer, read_pool, reads, PredictorCache(reads)
+        )
 
     async def open(self) -> None:
         """The async half of start-up; runs in the event loop that will serve requests."""

@@ -29,7 +29,11 @@ async def healthz() -> HealthOut:
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": NotReadyOut}})
 async def readyz(request: Request) -> ReadyOut | JSONResponse:
-    """Readiness: the database answers and its schema is at the Alembic head this release expects.
+    """Readiness: the database answers and its schema is at the Alembic head this release expects, or newer.
+
+    A revision this release does not know was written by a newer release: during a rolling deploy the
+    migration runs once before any host switches, and hosts still on the old release must keep serving
+    (migrations are expand/contract). A known older revision, or none, means a migration is pending.
 
     Async on the read pool, so a saturated thread pool cannot make a healthy instance look unready.
     """
@@ -43,10 +47,15 @@ async def readyz(request: Request) -> ReadyOut | JSONResponse:
         return _not_ready(f"database unreachable: no connection within {READY_TIMEOUT_SECONDS} s")
     except psycopg.Error as exc:
         return _not_ready(f"database unreachable: {' '.join(str(exc).split()) or type(exc).__name__}")
-    if revision != runtime.alembic_head:
+    if revision != runtime.alembic_head and (revision is None or revision in runtime.known_revisions):
         found = revision or "none (not migrated)"
         return _not_ready(f"schema revision is {found}, expected {runtime.alembic_head}; run alembic upgrade head")
-    return ReadyOut(status="ready", schema_revision=revision, expected_revision=runtime.alembic_head)
+    return ReadyOut(
+        status="ready",
+        schema_revision=revision,
+        expected_revision=runtime.alembic_head,
+        schema_newer=revision != runtime.alembic_head,
+    )
 
 
 def _not_ready(reason: str) -> JSONResponse:

@@ -13,17 +13,24 @@ from psycopg.errors import UndefinedTable
 from app.core.config import ConfigError
 
 
-def script_head(location: Path) -> str:
-    """The single head revision the code expects; computed once at start-up."""
+def script_revisions(location: Path) -> tuple[str, frozenset[str]]:
+    """The single head revision the code expects and every revision it knows; computed once at start-up."""
     if not (location / "versions").is_dir():
         raise ConfigError(f"ALEMBIC_SCRIPT_LOCATION: no Alembic script directory at {location}")
     try:
-        heads = ScriptDirectory(str(location)).get_heads()
+        scripts = ScriptDirectory(str(location))
+        heads = scripts.get_heads()
+        known = frozenset(rev.revision for rev in scripts.walk_revisions())
     except CommandError as exc:
         raise ConfigError(f"ALEMBIC_SCRIPT_LOCATION: cannot read migrations: {exc}") from None
     if len(heads) != 1:
         raise ConfigError(f"ALEMBIC_SCRIPT_LOCATION: expected one head revision, found {len(heads)}: {heads}")
-    return heads[0]
+    return heads[0], known
+
+
+def script_head(location: Path) -> str:
+    """The single head revision the code expects."""
+    return script_revisions(location)[0]
 
 
 async def database_revision(conn: AsyncConnection[Any]) -> str | None:

@@ -13,6 +13,8 @@ class ReadyOut(BaseModel):
     status: str
     schema_revision: str | None
     expected_revision: str
+    # True when a newer release already migrated the schema (rolling deploy in progress).
+    schema_newer: bool = False
 
 
 class NotReadyOut(BaseModel):

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
+import psycopg
 import pytest
 import torch
 from conftest import TEMPLATE_DB, alembic_config, make_settings, unhandled_errors
@@ -101,6 +102,24 @@ def test_readyz_is_503_when_the_schema_is_not_at_head(client: TestClient, databa
     finally:
         command.upgrade(cfg, "head")
     assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_stays_ready_on_a_newer_schema(client: TestClient, database_url: str) -> None:
+    """A rolling deploy migrates once before any host switches: hosts on the old release must stay in service."""
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0002_from_a_newer_release'")
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["schema_revision"] == "0002_from_a_newer_release"
+        assert body["expected_revision"] == "0001"
+        assert body["schema_newer"] is True
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    assert client.get("/readyz").json()["schema_newer"] is False
 
 
 @pytest.fixture
