@@ -63,6 +63,42 @@ CASES = [
         "certbot_email must be an e-mail address",
     ),
     ("certbot", "main", {"certbot_key_type": "dsa"}, "value of certbot_key_type must be one of: ecdsa, rsa"),
+    ("app", "stage", {"app_release_id": "../etc"}, "app_release_id must be empty (derived from the code)"),
+    ("app", "stage", {"app_port": 70000}, "app_port (1-65535, got 70000)"),
+    ("app", "stage", {"app_workers": 0}, "app_workers (1-64, got 0)"),
+    ("app", "stage", {"app_keep_releases": 1}, "app_keep_releases must be at least 2"),
+    ("app", "stage", {"app_environment": {"DATABASE_URL": "x"}}, "app_environment key DATABASE_URL"),
+    ("app", "stage", {"app_listen_address": "localhost"}, "an IPv4 address, got"),
+    (
+        "app_db",
+        "main",
+        {"app_db_host": "db", "app_db_master_user": "master", "app_db_master_password": "", "app_db_password": "x"},
+        "app_db_master_password is empty",
+    ),
+    (
+        "app_db",
+        "main",
+        {
+            "app_db_host": "db",
+            "app_db_master_user": "master",
+            "app_db_master_password": "m",
+            "app_db_password": "p",
+            "app_db_schema": "public",
+        },
+        "app_db_schema must not be",
+    ),
+    (
+        "app_db",
+        "main",
+        {
+            "app_db_host": "db",
+            "app_db_master_user": "master",
+            "app_db_master_password": "m",
+            "app_db_password": "p",
+            "app_db_name": "Bad-Name",
+        },
+        "app_db_name must be a lower-case PostgreSQL name",
+    ),
 ]
 
 

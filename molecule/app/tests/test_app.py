@@ -1,0 +1,284 @@
+"""What on-call would check on an app host, after converge (R1) and the side effect's rollouts (R2 live).
+
+side_effect.yml writes the release ids it made to releases.json in the scenario's ephemeral folder.
+"""
+
+import json
+import os
+import re
+import shlex
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = "/opt/nnp"
+UNIT = "nnp-app"
+PORT = 18100
+HEAD = "zz_deploy_probe"
+# systemd-analyze calls below 3.0 "OK"; the unit measured 1.2 on Debian 12 (systemd 252).
+EXPOSURE_MAX = 3.0
+
+
+@pytest.fixture(scope="module")
+def releases():
+    return json.loads((Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "releases.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def hostvars(host):
+    return host.ansible.get_variables()
+
+
+@pytest.fixture(scope="module")
+def fact(host):
+    return json.loads(host.file("/etc/ansible/facts.d/nnp_app.fact").content_string)
+
+
+def http(host, path, body=None):
+    """(status, parsed JSON) of a request to the app on loopback, made inside the container."""
+    data = f"-H 'Content-Type: application/json' --data {shlex.quote(json.dumps(body))}" if body is not None else ""
+    out = host.check_output(f"curl -s -w '\\n%{{http_code}}' {data} http://127.0.0.1:{PORT}{path}")
+    text, _, code = out.rpartition("\n")
+    return int(code), json.loads(text) if text else None
+
+
+def psql(host, hostvars, sql, user=None, password=None):
+    """Run SQL on the RDS stand-in over TCP and TLS, as the master login unless told otherwise."""
+    user = user or hostvars["app_db_master_user"]
+    password = password or hostvars["app_db_master_password"]
+    return host.run(
+        f"PGPASSWORD={shlex.quote(password)} PGSSLMODE=require psql -h 127.0.0.1 -p {hostvars['app_db_port']} "
+        f"-U {user} -d nnp -X -At -v ON_ERROR_STOP=1 -c {shlex.quote(sql)}"
+    )
+
+
+def main_pid(host):
+    return int(host.check_output(f"systemctl show -p MainPID --value {UNIT}"))
+
+
+def test_service_runs_as_the_service_account(host):
+    service = host.service(UNIT)
+    assert service.is_running, host.run(f"journalctl -u {UNIT} -n 40 --no-pager").stdout
+    assert service.is_enabled
+    pattern = shlex.quote(f"^{ROOT}/current/.venv/bin/python")
+    # Uvicorn's supervisor, its resource tracker and two workers.
+    assert int(host.check_output(f"pgrep -c -u nnp -f {pattern}")) >= 3
+    assert host.run(f"pgrep -f {pattern} -u root").rc == 1, "a process of the app runs as root"
+
+
+def test_listens_on_loopback_only(host):
+    listeners = host.check_output(f"ss -ltnH 'sport = :{PORT}'").splitlines()
+    assert listeners
+    assert all(line.split()[3] == f"127.0.0.1:{PORT}" for line in listeners), listeners
+
+
+def test_health_endpoints_and_version(host, releases, fact):
+    assert http(host, "/healthz") == (200, {"status": "ok"})
+    status, ready = http(host, "/readyz")
+    assert status == 200, ready
+    assert ready["schema_revision"] == HEAD == fact["alembic_head"]
+    status, version = http(host, "/version")
+    assert status == 200
+    assert version["release_id"] == releases["r2"] == fact["release"]
+    assert version["torch_version"] == "2.13.0+cpu"
+
+
+def test_env_file_is_private_to_the_service_account(host, hostvars):
+    env = host.file(f"{ROOT}/shared/app.env")
+    assert env.mode == 0o600
+    assert (env.user, env.group) == ("nnp", "nnp")
+    content = host.run(f"cat {ROOT}/shared/app.env").stdout
+    # The password is percent-encoded in the URL ('/', ':', '@', '%', '?', '#' are all special there).
+    assert 'DATABASE_URL="postgresql://nnp_app:m0lecule%2Fapp%3Ap%40ss%25word%3F%23@127.0.0.1:15433/nnp' in content
+    assert "sslmode=require" in content
+    assert 'TORCH_THREADS="1"' in content
+    assert not re.search(r"^(RELEASE_ID|GIT_SHA)=", content, re.M), "they differ per release: release.env holds them"
+
+
+def test_secrets_stay_in_the_env_file(host, hostvars, releases):
+    password = hostvars["app_db_password"]
+    unit = host.file(f"/etc/systemd/system/{UNIT}.service").content_string
+    shown = host.check_output(f"systemctl show {UNIT} -p Environment -p ExecStart")
+    release_env = host.file(f"{ROOT}/releases/{releases['r2']}/release.env").content_string
+    for text in (unit, shown, release_env):
+        assert "DATABASE_URL" not in text
+    journal = host.check_output("journalctl --no-pager -o cat")
+    for text in (unit, shown, release_env, journal):
+        assert password not in text
+        assert "m0lecule%2Fapp" not in text
+
+
+@pytest.mark.parametrize(
+    ("prop", "value"),
+    [
+        ("User", "nnp"),
+        ("Group", "nnp"),
+        ("WorkingDirectory", f"{ROOT}/current"),
+        ("Restart", "on-failure"),
+        ("KillMode", "mixed"),
+        ("TimeoutStopUSec", "30s"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectKernelModules", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("ProtectControlGroups", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("RestrictNamespaces", "yes"),
+        ("LockPersonality", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("UMask", "0027"),
+        ("ReadWritePaths", ""),
+    ],
+)
+def test_unit_property(host, prop, value):
+    assert host.check_output(f"systemctl show -p {prop} --value {UNIT}") == value
+
+
+def test_unit_runs_uvicorn_from_current(host):
+    cmd = host.check_output(f"systemctl show -p ExecStart --value {UNIT}")
+    for part in (
+        f"{ROOT}/current/.venv/bin/python",
+        "app.main:app",
+        "--host 127.0.0.1",
+        f"--port {PORT}",
+        "--workers 2",
+        "--proxy-headers",
+        "--forwarded-allow-ips 127.0.0.1",
+        "--timeout-graceful-shutdown 20",
+    ):
+        assert part in cmd, cmd
+
+
+def test_process_is_sandboxed(host):
+    status = host.file(f"/proc/{main_pid(host)}/status").content_string
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    assert re.search(r"^CapEff:\s+0+$", status, re.M)
+    assert re.search(r"^CapBnd:\s+0+$", status, re.M)
+    assert re.search(r"^Seccomp:\s+2$", status, re.M)
+
+
+def test_exposure_score_is_ok(host):
+    out = host.check_output(f"systemd-analyze security {UNIT}.service")
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    print(f"systemd-analyze exposure: {score}")
+    assert score < EXPOSURE_MAX, out
+
+
+def test_release_layout(host, releases, fact):
+    current = host.file(f"{ROOT}/current")
+    assert current.is_symlink
+    assert current.linked_to == f"{ROOT}/releases/{releases['r2']}"
+    kept = set(host.check_output(f"ls -A {ROOT}/releases").split())
+    # keep 2 = the two newest (R4, R3) plus the live (R2) and previous (R1); the planted old ones are gone.
+    assert kept == {releases[r] for r in ("r1", "r2", "r3", "r4")}, kept
+    for release in kept:
+        folder = host.file(f"{ROOT}/releases/{release}")
+        assert (folder.user, folder.group, folder.mode) == ("root", "nnp", 0o750)
+        code = host.file(f"{ROOT}/releases/{release}/app/main.py")
+        assert (code.user, code.group, code.mode) == ("root", "nnp", 0o640)
+        assert f'RELEASE_ID="{release}"' in host.file(f"{ROOT}/releases/{release}/release.env").content_string
+        assert host.file(f"{ROOT}/releases/{release}/.venv").linked_to == fact["venv"]
+    # All four releases have the same requirements: one virtualenv, the planted unused one pruned.
+    assert host.check_output(f"ls -A {ROOT}/venvs").split() == [Path(fact["venv"]).name]
+    venv = host.file(fact["venv"])
+    assert (venv.user, venv.group) == ("nnp", "nnp")
+    assert host.file(f"{fact['venv']}/.nnp-complete").exists
+    assert not host.file(f"{ROOT}/releases/{releases['r2']}/app/__pycache__").exists
+
+
+def test_code_is_read_only_for_the_service_account(host):
+    probe = host.run(f"runuser -u nnp -- touch {ROOT}/current/app/probe")
+    assert probe.rc != 0
+
+
+def test_local_fact_records_live_and_previous_release(fact, releases):
+    assert fact["release"] == releases["r2"]
+    assert fact["previous_release"] == releases["r1"]
+    assert fact["alembic_head"] == HEAD
+    assert re.fullmatch(rf"{re.escape(fact['venv'].rsplit('/', 1)[0])}/[0-9a-f]{{16}}", fact["venv"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", fact["deployed_at"])
+    # R2 is a changed copy of a committed snapshot: commit plus "-dirty".
+    assert re.fullmatch(r"[0-9a-f]{40}-dirty", fact["git_sha"])
+    assert releases["r2"].startswith(fact["git_sha"][:10] + "-")
+
+
+def test_app_login_has_no_privileges(host, hostvars):
+    out = psql(
+        host,
+        hostvars,
+        "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolconfig "
+        "FROM pg_roles WHERE rolname = 'nnp_app'",
+    )
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip() == 't|f|f|f|f|f|{"search_path=nnp, public"}'
+
+
+def test_app_login_owns_its_schema_and_tables(host, hostvars):
+    assert psql(host, hostvars, "SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'nnp'").stdout.strip() == (
+        "nnp_app"
+    )
+    owners = psql(host, hostvars, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'nnp'").stdout.split()
+    assert owners == ["nnp_app"]
+    database_owner = psql(host, hostvars, "SELECT datdba::regrole FROM pg_database WHERE datname = 'nnp'")
+    assert database_owner.stdout.strip() == hostvars["app_db_master_user"]
+
+
+def test_public_has_no_rights(host, hostvars):
+    acl = psql(host, hostvars, "SELECT datacl FROM pg_database WHERE datname = 'nnp'").stdout.strip()
+    assert "nnp_app=c/" in acl, acl
+    assert not re.search(r"[{,]=", acl), f"PUBLIC still has rights on the database: {acl}"
+    acl = psql(host, hostvars, "SELECT nspacl FROM pg_namespace WHERE nspname = 'public'").stdout.strip()
+    assert "nnp_app=U/" in acl, acl
+    assert not re.search(r"[{,]=", acl), f"PUBLIC still has rights on schema public: {acl}"
+    denied = psql(
+        host,
+        hostvars,
+        "CREATE TABLE public.probe (id int)",
+        user="nnp_app",
+        password=hostvars["app_db_password"],
+    )
+    assert denied.rc != 0
+    assert "permission denied" in denied.stderr
+
+
+def test_extension_is_installed(host, hostvars):
+    out = psql(host, hostvars, "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'pg_trgm'")
+    assert out.stdout.strip() == "public"
+
+
+def test_schema_is_at_the_recorded_head(host, hostvars, fact):
+    version = psql(host, hostvars, "SELECT version_num FROM nnp.alembic_version").stdout.strip()
+    assert version == fact["alembic_head"] == HEAD
+    # R2's migration ran; R3's failed one left nothing behind (one transaction).
+    tables = psql(host, hostvars, "SELECT to_regclass('nnp.deploy_probe'), to_regclass('nnp.broken_probe')")
+    assert tables.stdout.strip() == "nnp.deploy_probe|"
+
+
+def test_torch_trains_and_predicts_in_the_sandbox(host):
+    status, model = http(
+        host,
+        "/api/models",
+        {"name": f"verify-{uuid.uuid4().hex[:8]}", "dataset": "xor", "layers": [{"width": 8, "activation": "tanh"}]},
+    )
+    assert status == 201, model
+    status, session = http(
+        host, f"/api/models/{model['id']}/sessions", {"epochs": 20, "learning_rate": 0.05, "batch_size": 16}
+    )
+    assert status == 202, session
+    deadline = time.monotonic() + 120
+    while session["status"] in {"queued", "running"} and time.monotonic() < deadline:
+        time.sleep(1)
+        _, session = http(host, f"/api/sessions/{session['id']}")
+    assert session["status"] == "completed", session
+    status, prediction = http(host, f"/api/models/{model['id']}/predict", {"inputs": [[0.5, 0.5], [-0.5, 0.5]]})
+    assert status == 200, prediction
+    assert len(prediction["outputs"]) == 2
