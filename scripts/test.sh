@@ -37,7 +37,9 @@ run_lint() {
 run_syntax() {
   local inv
   for inv in $(inventories); do
-    stage "syntax $(basename "$inv")" ansible-playbook --syntax-check -i "$inv" site.yml
+    # The aws_ec2 dynamic inventory would look for AWS credentials (and EC2 metadata): not for a syntax check.
+    stage "syntax $(basename "$inv")" env ANSIBLE_INVENTORY_IGNORE_REGEX='aws_ec2\.yml$' \
+      ansible-playbook --syntax-check -i "$inv" site.yml
   done
 }
 
