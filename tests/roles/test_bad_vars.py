@@ -6,6 +6,14 @@ import re
 
 import pytest
 
+# The app_db arguments that are required, valid, so each case below breaks one thing.
+APP_DB_REQUIRED = {
+    "app_db_host": "db",
+    "app_db_master_user": "master",
+    "app_db_master_password": "m",
+    "app_db_password": "p",
+}
+
 CASES = [
     # role, entry point, variables, text the error must contain
     ("common", "main", {"common_firewall_allowed_tcp_ports": ["http"]}, "common_firewall_allowed_tcp_ports"),
@@ -45,6 +53,7 @@ CASES = [
         "EC2 lb_target_alb_instance_id",
     ),
     ("pytorch", "main", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
+    ("pytorch", "host", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
     ("pytorch", "main", {"pytorch_cpu_version": "latest"}, "pytorch_cpu_version must pin one version"),
     ("pytorch", "main", {"pytorch_venv_path": "venv"}, "pytorch_venv_path (absolute path, got 'venv')"),
     ("nginx", "main", {"nginx_http_port": 70000}, "nginx_http_port (70000)"),
@@ -69,34 +78,12 @@ CASES = [
     ("app", "stage", {"app_keep_releases": 1}, "app_keep_releases must be at least 2"),
     ("app", "stage", {"app_environment": {"DATABASE_URL": "x"}}, "app_environment key DATABASE_URL"),
     ("app", "stage", {"app_listen_address": "localhost"}, "an IPv4 address, got"),
+    ("app_db", "main", {**APP_DB_REQUIRED, "app_db_master_password": ""}, "app_db_master_password is empty"),
+    ("app_db", "main", {**APP_DB_REQUIRED, "app_db_schema": "public"}, "app_db_schema must not be"),
     (
         "app_db",
         "main",
-        {"app_db_host": "db", "app_db_master_user": "master", "app_db_master_password": "", "app_db_password": "x"},
-        "app_db_master_password is empty",
-    ),
-    (
-        "app_db",
-        "main",
-        {
-            "app_db_host": "db",
-            "app_db_master_user": "master",
-            "app_db_master_password": "m",
-            "app_db_password": "p",
-            "app_db_schema": "public",
-        },
-        "app_db_schema must not be",
-    ),
-    (
-        "app_db",
-        "main",
-        {
-            "app_db_host": "db",
-            "app_db_master_user": "master",
-            "app_db_master_password": "m",
-            "app_db_password": "p",
-            "app_db_name": "Bad-Name",
-        },
+        {**APP_DB_REQUIRED, "app_db_name": "Bad-Name"},
         "app_db_name must be a lower-case PostgreSQL name",
     ),
 ]
