@@ -111,8 +111,21 @@ def database(aws: MotoServer, env: str) -> dict[str, Any]:
     return db
 
 
-def secret_value(aws: MotoServer, name: str) -> dict[str, str]:
+def secret_value(aws: MotoServer, name: str) -> dict[str, Any]:
     return json.loads(aws.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"])
+
+
+def login_secrets(aws: MotoServer, env: str) -> dict[str, dict[str, Any]]:
+    return {name: secret_value(aws, f"{PROJECT}/{env}/rds-{name}") for name in ("master", "app")}
+
+
+def assert_secrets_hold_the_endpoint(aws: MotoServer, env: str) -> None:
+    """Both logins carry the layout of AWS's own RDS secrets, with the instance's endpoint."""
+    endpoint = database(aws, env)["Endpoint"]
+    for name, secret in login_secrets(aws, env).items():
+        assert set(secret) == {"engine", "host", "port", "username", "password", "dbname"}, name
+        assert (secret["host"], secret["port"]) == (endpoint["Address"], endpoint["Port"]), name
+        assert (secret["engine"], secret["dbname"]) == ("postgres", "nnp"), name
 
 
 def environment_resources(aws: MotoServer, env: str) -> dict[str, list[str]]:
@@ -416,6 +429,7 @@ def test_credentials_are_kept_in_secrets_manager_and_never_printed(aws: MotoServ
     assert app["username"] == "nnp_app"
     assert len(master["password"]) == len(app["password"]) == 40
     assert master["password"] != app["password"]
+    assert_secrets_hold_the_endpoint(aws, "staging")
     for run in aws.runs:
         assert master["password"] not in run.output
         assert app["password"] not in run.output
@@ -430,7 +444,7 @@ def test_every_playbook_call_used_aws_endpoint_url(aws: MotoServer, staging: Run
 
 
 def test_rerun_changes_nothing(aws: MotoServer, ssh_key: Path, staging: Run) -> None:
-    before = secret_value(aws, "nnp/staging/rds-master")
+    before = login_secrets(aws, "staging")
     hosts = {n: h["InstanceId"] for n, h in hosts_by_name(aws, "staging").items()}
 
     rerun = aws.playbook("playbooks/provision.yml", "staging", {"alarms_email": ALARM_EMAIL}, key=ssh_key)
@@ -440,7 +454,10 @@ def test_rerun_changes_nothing(aws: MotoServer, ssh_key: Path, staging: Run) -> 
     )
     assert rerun.recap["changed"] == 0, f"changed: {rerun.changed_tasks}"
     assert rerun.recap["failed"] == 0
-    assert secret_value(aws, "nnp/staging/rds-master") == before
+    # Passwords, host and port are as the first run left them, and still never printed.
+    assert login_secrets(aws, "staging") == before
+    assert_secrets_hold_the_endpoint(aws, "staging")
+    assert all(secret["password"] not in rerun.output for secret in before.values())
     assert {n: h["InstanceId"] for n, h in hosts_by_name(aws, "staging").items()} == hosts
 
 
@@ -537,6 +554,9 @@ def test_production_gets_multi_az_deletion_protection_and_two_weeks_of_backups(
     assert sorted(h["InstanceType"] for h in hosts) == expected
     assert security_group(aws, "nnp-production-web")["VpcId"] != security_group(aws, "nnp-staging-web")["VpcId"]
     assert rules(security_group(aws, "nnp-production-web")) == rules(security_group(aws, "nnp-staging-web"))
+    assert_secrets_hold_the_endpoint(aws, "production")
+    passwords = [secret["password"] for secret in login_secrets(aws, "production").values()]
+    assert all(password not in r.output for password in passwords for r in aws.runs)
 
 
 @pytest.mark.parametrize(
