@@ -6,10 +6,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?= common
 
-.PHONY: help setup host image lint syntax pytest molecule molecule-all test clean
+.PHONY: help up down setup host image lint syntax pytest molecule molecule-all test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+up: image ## The whole stack on this machine (local AWS API, containers, site.yml); prints its URL
+	@scripts/local.sh up
+
+down: setup ## Remove everything `make up` made, and check that nothing is left
+	@scripts/local.sh down
 
 setup: ## Create or refresh .venv (pinned tools) and the pinned collections
 	@scripts/bootstrap.sh

@@ -20,7 +20,11 @@ def groups_with(group: str, **changes: Any) -> dict[str, Any]:
 
 
 CASES = {
-    "unknown environment": ("staging", {"env_name": "qa"}, ["env_name must be one of staging, production", "qa"]),
+    "unknown environment": (
+        "staging",
+        {"env_name": "qa"},
+        ["env_name must be one of local, staging, production", "qa"],
+    ),
     "negative count": ("staging", groups_with("web", count=-1), ["ec2_instance_groups.web", "count a whole number"]),
     "fractional count": ("staging", groups_with("web", count=2.5), ["ec2_instance_groups.web", "got 2.5"]),
     "malformed SSH CIDR": (
