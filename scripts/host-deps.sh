@@ -11,8 +11,9 @@ sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)
 
 # postgresql: throwaway clusters for the app tests; pebble: ACME server for certbot tests;
-# debootstrap: the local systemd test image.
-packages=(postgresql pebble debootstrap)
+# debootstrap: the local systemd test image; chromium + chromium-driver: headless browser checks
+# of the app's page (Selenium drives /usr/bin/chromedriver, so nothing is downloaded at test time).
+packages=(postgresql pebble debootstrap chromium chromium-driver)
 want_docker=true
 [ "${1:-}" = "--no-docker" ] && want_docker=false
 if $want_docker && ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null; then

@@ -3,6 +3,7 @@
 
 const POLL_MS = 300;
 const BOUNDARY_RESOLUTION = 60;
+const METRICS_PAGE = 10000; // the most the metrics endpoint returns per request
 const CLASS_COLOURS = [[37, 99, 235], [234, 88, 12], [22, 163, 74], [147, 51, 234]];
 const FINAL_STATES = new Set(["completed", "stopped", "failed", "interrupted"]);
 
@@ -151,19 +152,30 @@ async function train() {
   }
 }
 
-async function poll(modelId, sessionId) {
+// Fetches the metrics recorded since the last epoch shown, page by page, and redraws the charts.
+async function fetchMetrics(sessionId) {
   for (;;) {
     const lastEpoch = state.metrics.length ? state.metrics[state.metrics.length - 1].epoch : 0;
-    const metrics = await api(`/sessions/${sessionId}/metrics?after_epoch=${lastEpoch}`);
+    const metrics = await api(`/sessions/${sessionId}/metrics?after_epoch=${lastEpoch}&limit=${METRICS_PAGE}`);
     state.metrics.push(...metrics.items);
-    drawCharts();
+    if (metrics.items.length < METRICS_PAGE) break;
+  }
+  drawCharts();
+}
+
+async function poll(modelId, sessionId) {
+  for (;;) {
+    await fetchMetrics(sessionId);
     const session = await api(`/sessions/${sessionId}`);
     setStatus(describe(session), session.status === "failed");
     if (FINAL_STATES.has(session.status)) {
+      // The trainer flushes the last epochs before it records the final status, so they may have
+      // landed after the metrics request above: fetch once more, now that nothing else can arrive.
+      await fetchMetrics(sessionId);
       if (session.current_epoch > 0 && session.status !== "failed") {
         state.grid = await api(`/models/${modelId}/boundary?resolution=${BOUNDARY_RESOLUTION}`);
-        drawBoundary();
       }
+      drawBoundary();
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
