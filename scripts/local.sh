@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
 # moto accepts any credentials; these never reach AWS (aws_endpoint_url is always set for local).
-export AWS_ACCESS_KEY_ID=nnp-local AWS_SECRET_ACCESS_KEY=nnp-local AWS_DEFAULT_REGION=eu-central-1
+# Ansible masks the secret key wherever it appears in results: it must not be part of any resource name.
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=eu-central-1
 inventory=inventories/local
 
 case "${1:-}" in
