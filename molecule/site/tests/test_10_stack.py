@@ -1,0 +1,61 @@
+"""The stack end to end over HTTPS: the front door (lb), each host's own nginx, the app on PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+from stack import HOSTS, host_client, host_get, lb_client, live_releases
+
+POINTS = [[0.6, 0.7], [-0.6, 0.7], [-0.4, -0.8], [0.9, -0.2]]
+
+
+def test_front_door_serves_the_app_over_https_with_the_stack_ca() -> None:
+    with lb_client() as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "text/html" in page.headers["content-type"]
+        assert "max-age=" in page.headers["strict-transport-security"]
+        assert client.get("/readyz").json()["status"] == "ready"
+
+
+def test_every_host_serves_the_same_release_as_the_front_door() -> None:
+    releases = live_releases()
+    assert set(releases) == set(HOSTS)
+    assert len(set(releases.values())) == 1, releases
+    with lb_client() as client:
+        assert client.get("/version").json()["release_id"] in releases.values()
+
+
+def test_a_model_trained_through_one_host_predicts_the_same_on_the_other() -> None:
+    first, second = (host_client(name) for name in HOSTS)
+    with first, second:
+        body = {
+            "name": f"site-xor-{time.time_ns()}",
+            "dataset": "xor",
+            "dataset_params": {"n_samples": 300, "noise": 0.05, "seed": 3},
+            "layers": [{"width": 8, "activation": "tanh"}] * 2,
+        }
+        created = first.post("/api/models", json=body, extensions={"sni_hostname": "nnp.localhost"})
+        assert created.status_code == 201, created.text
+        model = created.json()
+        started = first.post(
+            f"/api/models/{model['id']}/sessions",
+            json={"epochs": 120, "learning_rate": 0.05, "batch_size": 16, "seed": 1},
+            extensions={"sni_hostname": "nnp.localhost"},
+        )
+        assert started.status_code == 202, started.text
+        session_id = started.json()["id"]
+        deadline = time.monotonic() + 180
+        while (session := host_get(second, f"/api/sessions/{session_id}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, session
+            time.sleep(0.5)
+        assert session["status"] == "completed", session
+        assert session["accuracy"] >= 0.9, session
+
+        sni = {"sni_hostname": "nnp.localhost"}
+        predictions = [
+            client.post(f"/api/models/{model['id']}/predict", json={"inputs": POINTS}, extensions=sni)
+            for client in (first, second)
+        ]
+        assert [p.status_code for p in predictions] == [200, 200], [p.text for p in predictions]
+        assert predictions[0].json() == predictions[1].json()
