@@ -10,7 +10,9 @@ missing one, and no secret in any output. Ansible's output of every run is in ar
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 from stack import ARTIFACTS, LOCAL, RUNS, STATE, Load, Run, lb_client, live_releases, playbook, snapshot
 
 FIGURES: dict[str, Any] = {}
+OLD_PASSWORDS: list[str] = []
 # The app cannot start (its migrations still run: alembic does not import app.main).
 PLANTED_FAULT = '\nraise RuntimeError("planted fault: this release cannot start")\n'
 PLANTED_MIGRATION = '''"""Planted failure: creates a table, then fails (the whole migration must roll back)."""
@@ -81,15 +84,24 @@ def model_id() -> int:
         return int(model["id"])
 
 
-def secret(name: str) -> dict[str, Any]:
-    client = boto3.client(
+def secrets_manager() -> Any:
+    return boto3.client(
         "secretsmanager",
         endpoint_url=f"http://127.0.0.1:{LOCAL['local_moto_port']}",
         region_name="eu-central-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # noqa: S106 - moto takes any key
     )
-    return dict(json.loads(client.get_secret_value(SecretId=name)["SecretString"]))
+
+
+def secret(name: str) -> dict[str, Any]:
+    return dict(json.loads(secrets_manager().get_secret_value(SecretId=name)["SecretString"]))
+
+
+def service_started(host: str) -> str:
+    """When the host's app service last entered the active state (changes with every restart)."""
+    argv = ["docker", "exec", host, "systemctl", "show", "nnp-app", "--property=ActiveEnterTimestampMonotonic"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def database_state() -> dict[str, Any]:
@@ -199,10 +211,30 @@ def test_rollback_to_a_missing_release_is_refused_before_any_change(state: dict[
     assert live_releases() == before
 
 
+def test_a_rotated_app_password_goes_through_every_host_without_a_new_release(state: dict[str, Any]) -> None:
+    """The runbook's rotation: a new password in the secret, then a deploy of the live release. Every
+    host gets the new app.env and is restarted behind the drain (staging left a pending restart)."""
+    login = secret("nnp/local/rds-app")
+    OLD_PASSWORDS.append(login["password"])
+    login["password"] = f"Rotated{uuid.uuid4().hex}"
+    secrets_manager().put_secret_value(SecretId="nnp/local/rds-app", SecretString=json.dumps(login))
+    releases, started = live_releases(), {host: service_started(host) for host in ("web1", "web2")}
+
+    run = playbook("site.yml", "--tags", "deploy")
+
+    assert run.rc == 0, run.output[-3000:]
+    assert live_releases() == releases
+    assert all(service_started(host) != started[host] for host in started), "a host was not restarted"
+    assert database_state()["head"], "the app login no longer works with the rotated password"
+    with lb_client() as client:
+        assert client.get("/api/models").status_code == 200
+
+
 def test_no_secret_appears_in_any_ansible_output() -> None:
     secrets = {
         "RDS master password": (STATE / "secrets" / "rds-master-password").read_text().split()[0],
         "app password": secret("nnp/local/rds-app")["password"],
+        **{f"earlier app password {n}": value for n, value in enumerate(OLD_PASSWORDS)},
     }
     assert RUNS, "no ansible-playbook run to search"
     for run in RUNS:
