@@ -85,8 +85,16 @@ def model_id() -> int:
 
 
 def secrets_manager() -> Any:
+    return aws("secretsmanager")
+
+
+def rds() -> Any:
+    return aws("rds")
+
+
+def aws(service: str) -> Any:
     return boto3.client(
-        "secretsmanager",
+        service,
         endpoint_url=f"http://127.0.0.1:{LOCAL['local_moto_port']}",
         region_name="eu-central-1",
         aws_access_key_id="testing",
@@ -137,7 +145,8 @@ def test_a_new_release_rolls_out_under_load_without_a_failed_request(
 ) -> None:
     before = state["initial"]
     with Load(model_id) as load:
-        run = deploy(sources["next"])
+        # As in production: an RDS snapshot named after the release before migrating (moto's RDS).
+        run = deploy(sources["next"], "-e", "deploy_snapshot_before_migrate=true")
     after = live_releases()
 
     assert run.rc == 0, run.output[-3000:]
@@ -149,6 +158,8 @@ def test_a_new_release_rolls_out_under_load_without_a_failed_request(
     # Both releases answered during the rollout: traffic really moved from one to the other.
     assert set(load.releases) == {before["web1"], after["web1"]}, load.releases
     state["next"] = after["web1"]
+    snapshots = rds().describe_db_snapshots(DBInstanceIdentifier="nnp-local")["DBSnapshots"]
+    assert f"nnp-local-pre-{after['web1']}" in {snap["DBSnapshotIdentifier"] for snap in snapshots}, snapshots
     FIGURES["rollout_code_change_s"] = round(run.seconds, 1)
     FIGURES["rollout_requests"] = dict(load.results)
     FIGURES["rollout_releases_seen"] = dict(load.releases)
