@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio.to_thread
 import torch
@@ -17,6 +17,7 @@ from app.core.migrations import script_revisions
 from app.ml.device import resolve_device
 from app.services.ownership import Owner
 from app.services.predictor import PredictorCache
+from app.services.readiness import ReadinessMonitor
 from app.services.reads import Reads
 from app.services.trainer import TrainingManager
 
@@ -35,7 +36,7 @@ class Runtime:
     read_pool: AsyncConnectionPool
     reads: Reads
     predictor: PredictorCache
-    shutting_down: bool = field(default=False)
+    readiness: ReadinessMonitor
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
@@ -53,13 +54,32 @@ class Runtime:
         trainer.start()
         read_pool = create_read_pool(settings)
         reads = Reads(read_pool)
+        readiness = ReadinessMonitor(
+            read_pool,
+            head,
+            known,
+            interval=settings.ready_check_interval,
+            timeout=settings.ready_check_timeout,
+            max_age=settings.ready_max_age,
+        )
         return cls(
-            settings, engine, session_factory, device, head, known, trainer, read_pool, reads, PredictorCache(reads)
+            settings,
+            engine,
+            session_factory,
+            device,
+            head,
+            known,
+            trainer,
+            read_pool,
+            reads,
+            PredictorCache(reads),
+            readiness,
         )
 
     async def open(self) -> None:
         """The async half of start-up; runs in the event loop that will serve requests."""
         await self.read_pool.open(wait=True, timeout=10)
+        await self.readiness.start()
         owner = self.trainer.owner
         logger.info(
             "started",
@@ -74,7 +94,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Stop trainings (marking them interrupted) and release every connection."""
-        self.shutting_down = True
+        await self.readiness.stop()  # first: /readyz says "shutting down" while the trainings stop
         await anyio.to_thread.run_sync(self.trainer.shutdown)
         await self.read_pool.close()
         self.engine.dispose()

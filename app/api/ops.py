@@ -1,22 +1,24 @@
-"""Operational endpoints at the root: liveness, readiness, version, and the web page."""
+"""Operational endpoints at the root: liveness, readiness, self-test, version, and the web page."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import psycopg
+import anyio.to_thread
 import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
-from psycopg_pool import PoolTimeout
 
-from app.core.migrations import database_revision
+from app.ml import selftest as known_answer
 from app.runtime import Runtime
-from app.schemas.ops import HealthOut, NotReadyOut, ReadyOut, VersionOut
+from app.schemas.ops import HealthOut, NotReadyOut, ReadyOut, SelfTestFailedOut, SelfTestOut, VersionOut
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
-READY_TIMEOUT_SECONDS = 3.0
+CPU = torch.device("cpu")
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["operations"])
 
@@ -31,35 +33,50 @@ async def healthz() -> HealthOut:
 async def readyz(request: Request) -> ReadyOut | JSONResponse:
     """Readiness: the database answers and its schema is at the Alembic head this release expects, or newer.
 
-    A revision this release does not know was written by a newer release: during a rolling deploy the
-    migration runs once before any host switches, and hosts still on the old release must keep serving
-    (migrations are expand/contract). A known older revision, or none, means a migration is pending.
-
-    Async on the read pool, so a saturated thread pool cannot make a healthy instance look unready.
+    As of the last background check (every READY_CHECK_INTERVAL seconds, app.services.readiness): no
+    database query here, so probes stay cheap and prompt on a saturated host. 503 with a reason while
+    starting, shutting down, when the last check failed, or when no check has succeeded for
+    `ready_max_age` seconds.
     """
     runtime: Runtime = request.app.state.runtime
-    if runtime.shutting_down:
-        return _not_ready("shutting down")
-    try:
-        async with runtime.read_pool.connection(timeout=READY_TIMEOUT_SECONDS) as conn:
-            revision = await database_revision(conn)
-    except PoolTimeout:
-        return _not_ready(f"database unreachable: no connection within {READY_TIMEOUT_SECONDS} s")
-    except psycopg.Error as exc:
-        return _not_ready(f"database unreachable: {' '.join(str(exc).split()) or type(exc).__name__}")
-    if revision != runtime.alembic_head and (revision is None or revision in runtime.known_revisions):
-        found = revision or "none (not migrated)"
-        return _not_ready(f"schema revision is {found}, expected {runtime.alembic_head}; run alembic upgrade head")
+    state = runtime.readiness.current()
+    if state.reason is not None:
+        return _not_ready(state.reason)
     return ReadyOut(
         status="ready",
-        schema_revision=revision,
-        expected_revision=runtime.alembic_head,
-        schema_newer=revision != runtime.alembic_head,
+        schema_revision=state.schema_revision,
+        expected_revision=state.expected_revision,
+        schema_newer=state.schema_newer,
     )
 
 
 def _not_ready(reason: str) -> JSONResponse:
     return JSONResponse(NotReadyOut(status="not ready", reason=reason).model_dump(), status_code=503)
+
+
+@router.get("/selftest", response_model=SelfTestOut, responses={503: {"model": SelfTestFailedOut}})
+async def selftest(request: Request) -> SelfTestOut | JSONResponse:
+    """Known-answer test of torch: a fixed network on a fixed input must give the documented `answer`.
+
+    Runs on the CPU (predictions) and, when it is another, on the configured device (training), in a
+    worker thread. Touches no database. For deploy gates; see app/README.md for the expected answer.
+    """
+    runtime: Runtime = request.app.state.runtime
+    answer: list[float] = []
+    for device in dict.fromkeys([CPU, runtime.device]):
+        try:
+            answer = await anyio.to_thread.run_sync(known_answer.run, device)
+        except known_answer.SelfTestMismatchError as exc:
+            logger.warning("self-test failed on %s: %s", device.type, exc)
+            return _failed(f"{device.type}: {exc}")
+        except Exception as exc:  # a broken install or device; the traceback goes to the log only
+            logger.exception("self-test raised on %s", device.type)
+            return _failed(f"{device.type}: the computation raised {type(exc).__name__}")
+    return SelfTestOut(status="ok", answer=answer, device=runtime.device.type)
+
+
+def _failed(reason: str) -> JSONResponse:
+    return JSONResponse(SelfTestFailedOut(status="failed", reason=reason).model_dump(), status_code=503)
 
 
 @router.get("/version")

@@ -16,6 +16,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Schemes accepted in DATABASE_URL; all of them are served by the psycopg 3 driver.
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 
+# A readiness check (app.services.readiness) that gets no answer from the database within this many
+# seconds is abandoned; it does not by itself make the process unready (see Settings.ready_max_age).
+READY_CHECK_TIMEOUT_SECONDS = 2.0
+
 
 class ConfigError(RuntimeError):
     """Invalid or unusable configuration; the message is safe to print (no secrets)."""
@@ -60,6 +64,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200)
     session_heartbeat_seconds: float = Field(10.0, gt=0, le=3600)
     session_stale_seconds: float = Field(60.0, gt=0, le=86_400)
+    ready_check_interval: float = Field(2.0, gt=0, le=3600)
     release_id: str = "dev"
     git_sha: str = "unknown"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
@@ -93,6 +98,20 @@ class Settings(BaseSettings):
     @property
     def database_url_masked(self) -> str:
         return masked_url(self.sqlalchemy_url)
+
+    @property
+    def ready_check_timeout(self) -> float:
+        return READY_CHECK_TIMEOUT_SECONDS
+
+    @property
+    def ready_max_age(self) -> float:
+        """Seconds after the last successful readiness check until /readyz answers 503 without a new one.
+
+        Three intervals plus one check timeout: two checks may time out in a row (a saturated host or
+        database) and the third may be running, before the process stops claiming to be ready. A check
+        that fails outright (connection refused, wrong schema) makes it unready at once. 8 s by default.
+        """
+        return 3 * self.ready_check_interval + self.ready_check_timeout
 
 
 def _describe(exc: ValidationError) -> str:

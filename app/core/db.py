@@ -9,6 +9,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import ConfigError, Settings
 
+# psycopg_pool retries a failed connection with exponential backoff for this long before giving up
+# (default 5 minutes, by then 1-2 minutes between attempts); a later checkout then starts afresh at
+# once. Short, so a database that comes back is connected to within about a second, not minutes:
+# the readiness check, which checks out a connection every READY_CHECK_INTERVAL, keeps one attempt
+# in flight while it is down.
+READ_POOL_RECONNECT_SECONDS = 2.0
+
 
 def create_db_engine(settings: Settings) -> Engine:
     # No pool_pre_ping: it costs a round trip per checkout on the prediction hot path. A connection broken
@@ -36,6 +43,7 @@ def create_read_pool(settings: Settings) -> AsyncConnectionPool:
         max_size=settings.db_pool_size,
         kwargs={"autocommit": True, "connect_timeout": 5, "application_name": "nn-playground"},
         timeout=10,
+        reconnect_timeout=READ_POOL_RECONNECT_SECONDS,
         name="read",
         open=False,
     )

@@ -36,8 +36,8 @@ def script_head(location: Path) -> str:
 async def database_revision(conn: AsyncConnection[Any]) -> str | None:
     """Revision stamped in alembic_version, or None for an unmigrated database.
 
-    Plain SQL on the async read pool rather than Alembic's MigrationContext: /readyz runs this on
-    every probe.
+    Plain SQL on the async read pool rather than Alembic's MigrationContext: the readiness check
+    (app.services.readiness) runs this every READY_CHECK_INTERVAL seconds.
     """
     cursor = await conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
     exists = await cursor.fetchone()

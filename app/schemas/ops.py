@@ -22,6 +22,18 @@ class NotReadyOut(BaseModel):
     reason: str
 
 
+class SelfTestOut(BaseModel):
+    status: str
+    # The network's output rounded to 4 decimals; equal to app.ml.selftest.KNOWN_ANSWER when status is ok.
+    answer: list[float]
+    device: str
+
+
+class SelfTestFailedOut(BaseModel):
+    status: str
+    reason: str
+
+
 class VersionOut(BaseModel):
     release_id: str
     git_sha: str

@@ -17,7 +17,7 @@ SECRET = "s3cr3t-pa55"
 
 @pytest.fixture(autouse=True)
 def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "ALLOWED_ORIGINS", "TORCH_DEVICE", "MAX_EPOCHS", "LOG_LEVEL"):
+    for name in ("DATABASE_URL", "ALLOWED_ORIGINS", "TORCH_DEVICE", "MAX_EPOCHS", "LOG_LEVEL", "READY_CHECK_INTERVAL"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -71,6 +71,19 @@ def test_invalid_database_url_is_explained_without_the_password(raw: str) -> Non
 def test_out_of_range_limit_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"TRAINING_WORKERS"):
         load_settings(database_url="postgresql://u@h/d", training_workers=0)
+
+
+def test_readiness_max_age_derives_from_the_check_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings(database_url="postgresql://u@h/d")
+    assert (defaults.ready_check_interval, defaults.ready_check_timeout, defaults.ready_max_age) == (2.0, 2.0, 8.0)
+    monkeypatch.setenv("READY_CHECK_INTERVAL", "0.5")
+    assert load_settings(database_url="postgresql://u@h/d").ready_max_age == 3 * 0.5 + 2.0
+
+
+@pytest.mark.parametrize("value", [0, -1.5, "soon"])
+def test_ready_check_interval_must_be_a_positive_number(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"READY_CHECK_INTERVAL"):
+        load_settings(database_url="postgresql://u@h/d", ready_check_interval=value)
 
 
 def test_unreachable_database_fails_with_a_safe_message() -> None:

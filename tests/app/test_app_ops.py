@@ -1,22 +1,17 @@
-"""Operational endpoints, request ids, logging, and the web page."""
+"""Operational endpoints, request ids, logging, and the web page (readiness: test_app_readiness.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Iterator
 from html.parser import HTMLParser
 
-import psycopg
 import pytest
 import torch
-from conftest import TEMPLATE_DB, alembic_config, make_settings, unhandled_errors
+from conftest import make_settings
 from fastapi.testclient import TestClient
-from pgcluster import PgCluster
-from tcpproxy import TcpProxy
 
-from alembic import command
 from app.core.logging import JsonFormatter, request_id_var
 from app.factory import create_app
 
@@ -25,12 +20,6 @@ def test_healthz(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
-
-
-def test_readyz_when_ready(client: TestClient) -> None:
-    body = client.get("/readyz").json()
-    assert body["status"] == "ready"
-    assert body["schema_revision"] == body["expected_revision"] == "0001"
 
 
 def test_version(client: TestClient) -> None:
@@ -84,74 +73,6 @@ def test_cors_only_for_allowed_origins(database_url: str) -> None:
         assert "access-control-allow-origin" not in denied.headers
 
 
-def test_readyz_is_503_when_the_schema_is_not_at_head(client: TestClient, database_url: str) -> None:
-    cfg = alembic_config(database_url)
-    command.downgrade(cfg, "base")
-    try:
-        response = client.get("/readyz")
-        assert response.status_code == 503
-        assert response.json() == {
-            "status": "not ready",
-            "reason": "schema revision is none (not migrated), expected 0001; run alembic upgrade head",
-        }
-        assert client.get("/healthz").status_code == 200
-        # The API answers 503 rather than 500 while the tables are missing.
-        models = client.get("/api/models")
-        assert models.status_code == 503
-        assert "schema" in models.json()["detail"]
-    finally:
-        command.upgrade(cfg, "head")
-    assert client.get("/readyz").status_code == 200
-
-
-def test_readyz_stays_ready_on_a_newer_schema(client: TestClient, database_url: str) -> None:
-    """A rolling deploy migrates once before any host switches: hosts on the old release must stay in service."""
-    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0002_from_a_newer_release'")
-    try:
-        response = client.get("/readyz")
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert body["schema_revision"] == "0002_from_a_newer_release"
-        assert body["expected_revision"] == "0001"
-        assert body["schema_newer"] is True
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE alembic_version SET version_num = '0001'")
-    assert client.get("/readyz").json()["schema_newer"] is False
-
-
-@pytest.fixture
-def proxied_database(pg: PgCluster) -> Iterator[tuple[str, TcpProxy]]:
-    """A migrated database reached through a proxy that the test can cut."""
-    pg.create_database("ops_unreachable", template=TEMPLATE_DB)
-    proxy = TcpProxy(pg.port)
-    yield pg.url("ops_unreachable").replace(f":{pg.port}/", f":{proxy.port}/"), proxy
-    proxy.cut()
-    pg.drop_database("ops_unreachable")
-
-
-def test_readyz_is_503_when_the_database_is_unreachable(pg: PgCluster, proxied_database: tuple[str, TcpProxy]) -> None:
-    url, proxy = proxied_database
-    app = create_app(make_settings(url))
-    with TestClient(app) as local:
-        assert local.get("/readyz").status_code == 200
-        proxy.cut()
-        response = local.get("/readyz")
-        assert response.status_code == 503
-        assert response.json()["reason"].startswith("database unreachable:")
-        assert pg.password not in response.text
-        assert local.get("/healthz").status_code == 200
-        assert local.get("/version").status_code == 200
-        # API calls that need the database say so with 503, not 500.
-        down = local.get("/api/models")
-        assert down.status_code == 503
-        assert down.json()["detail"] == "database unavailable; retry shortly"
-        assert down.headers["Retry-After"] == "5"
-    assert unhandled_errors(app) == 0
-
-
 class _PageParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -194,6 +115,6 @@ def test_page_and_assets_fit_a_strict_csp(client: TestClient) -> None:
         assert path in js
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/version"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/selftest", "/version"])
 def test_operational_endpoints_are_outside_the_api_prefix(client: TestClient, path: str) -> None:
     assert client.get(f"/api{path}").status_code == 404
