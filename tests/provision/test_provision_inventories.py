@@ -124,10 +124,10 @@ def test_iam_policy_only_reaches_the_project_in_its_region() -> None:
                 )
 
 
-def syntax_check(env: str, extra_env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
-    """The lint stage's syntax check, with no AWS credentials and no way to reach AWS."""
+def offline_env() -> dict[str, str]:
+    """An environment for Ansible with no AWS credentials and no way to reach AWS."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ANSIBLE_"))}
-    run_env = clean | {
+    return clean | {
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         # botocore would otherwise ask the EC2 metadata address for credentials: only loopback here.
@@ -135,11 +135,15 @@ def syntax_check(env: str, extra_env: dict[str, str]) -> tuple[subprocess.Comple
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
+
+
+def syntax_check(env: str, extra_env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The lint stage's syntax check, with no AWS credentials and no way to reach AWS."""
     started = time.monotonic()
     result = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "--syntax-check", "-i", f"inventories/{env}", "site.yml"],
         cwd=REPO_ROOT,
-        env=run_env | extra_env,
+        env=offline_env() | extra_env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -165,3 +169,82 @@ def test_syntax_check_skipping_the_dynamic_inventory_is_silent(env: str) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert "aws_ec2" not in result.stderr
     assert Path(REPO_ROOT / "inventories" / env / "aws_ec2.yml").is_file()
+
+
+# Puts a probe host into each app group (staging and production list their hosts only in the dynamic
+# inventory) and prints what every app host resolves for the drain, as the lb_target role would see it.
+DRAIN_PROBE = """\
+- name: Put a probe host into every app group
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Add the probe host
+      ansible.builtin.add_host:
+        name: "probe-{{ item }}"
+        groups: ["{{ item }}"]
+      loop: "{{ ['web', 'gpu'] | intersect(groups.keys()) }}"
+
+- name: Resolve the drain settings of every app host
+  hosts: web:gpu
+  gather_facts: false
+  tasks:
+    - name: Show the drain settings
+      ansible.builtin.debug:
+        msg:
+          kind: "{{ lb_target_kind | default(none) }}"
+          drain_timeout: "{{ lb_target_drain_timeout_s | default(none) }}"
+          delay: "{{ lb_target_alb_deregistration_delay_s | default(none) }}"
+          target_group_delay: "{{ alb_deregistration_delay_seconds | default(none) }}"
+"""
+LB_TARGET_DEFAULTS = yaml.safe_load((REPO_ROOT / "roles/lb_target/defaults/main.yml").read_text())
+
+
+def drain_settings(env: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """The drain settings each app host of an inventory resolves, role defaults filled in, by host."""
+    playbook = tmp_path / "drain-probe.yml"
+    playbook.write_text(DRAIN_PROBE)
+    result = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", f"inventories/{env}", str(playbook)],
+        cwd=REPO_ROOT,
+        env=offline_env()
+        | {
+            "ANSIBLE_INVENTORY_IGNORE_REGEX": r"aws_ec2\.yml$",
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+            "ANSIBLE_CACHE_PLUGIN": "memory",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (task,) = json.loads(result.stdout)["plays"][1]["tasks"]
+    defaults = {"drain_timeout": "lb_target_drain_timeout_s", "delay": "lb_target_alb_deregistration_delay_s"}
+    settings = {}
+    for host, outcome in task["hosts"].items():
+        values = outcome["msg"]
+        for key, default in defaults.items():
+            values[key] = int(LB_TARGET_DEFAULTS[default] if values[key] is None else values[key])
+        settings[host] = values
+    return settings
+
+
+def test_role_default_drain_outlasts_the_default_deregistration_delay() -> None:
+    assert LB_TARGET_DEFAULTS["lb_target_drain_timeout_s"] > LB_TARGET_DEFAULTS["lb_target_alb_deregistration_delay_s"]
+
+
+@pytest.mark.parametrize("env", [*ENVIRONMENTS, "local"])
+def test_every_app_host_drains_longer_than_the_target_group_delay(env: str, tmp_path: Path) -> None:
+    """lb_target waits for "unused", which AWS reports only after the deregistration delay: the wait must be longer.
+
+    The delay lb_target knows must also be the one provisioning gives the target group.
+    """
+    settings = drain_settings(env, tmp_path)
+
+    assert {"probe-web", "probe-gpu"} <= settings.keys()
+    for host, values in settings.items():
+        assert values["target_group_delay"] is not None, f"{env}: alb_deregistration_delay_seconds is not set"
+        assert values["delay"] == int(values["target_group_delay"]), (host, values)
+        assert values["drain_timeout"] > values["delay"], (host, values)
+    if env != "local":
+        assert settings["probe-web"]["kind"] == "alb", "the web group (2+ hosts) is behind the ALB"

@@ -339,6 +339,34 @@ def test_single_host_gets_an_elastic_ip_and_a_group_of_two_an_alb(aws: MotoServe
     assert elb.describe_load_balancers()["LoadBalancers"] == [lb], "the single-host gpu group must not get an ALB"
 
 
+def assert_target_group_is_as_the_inventory_says(aws: MotoServer, env: str) -> None:
+    """Health check and deregistration delay of the web target group are the inventory's, none AWS's default."""
+    wanted = yaml.safe_load((REPO_ROOT / f"inventories/{env}/group_vars/all/loadbalancer.yml").read_text())
+    elb = aws.client("elbv2")
+    (target_group,) = elb.describe_target_groups(Names=[f"{PROJECT}-{env}-web"])["TargetGroups"]
+    attributes = elb.describe_target_group_attributes(TargetGroupArn=target_group["TargetGroupArn"])["Attributes"]
+
+    assert {
+        "interval": target_group["HealthCheckIntervalSeconds"],
+        "timeout": target_group["HealthCheckTimeoutSeconds"],
+        "healthy": target_group["HealthyThresholdCount"],
+        "unhealthy": target_group["UnhealthyThresholdCount"],
+        "codes": target_group["Matcher"]["HttpCode"],
+    } == {
+        "interval": wanted["alb_health_check_interval_seconds"],
+        "timeout": wanted["alb_health_check_timeout_seconds"],
+        "healthy": wanted["alb_healthy_threshold_count"],
+        "unhealthy": wanted["alb_unhealthy_threshold_count"],
+        "codes": wanted["alb_successful_response_codes"],
+    }
+    delay = {a["Key"]: a["Value"] for a in attributes}["deregistration_delay.timeout_seconds"]
+    assert int(delay) == wanted["alb_deregistration_delay_seconds"] != 300
+
+
+def test_target_group_health_check_and_deregistration_delay_are_the_inventorys(aws: MotoServer, staging: Run) -> None:
+    assert_target_group_is_as_the_inventory_says(aws, "staging")
+
+
 def test_alarms_watch_hosts_database_and_alb_and_notify_the_topic(aws: MotoServer, staging: Run) -> None:
     alarms = aws.client("cloudwatch").describe_alarms(AlarmNamePrefix="nnp-staging-")["MetricAlarms"]
     (topic,) = [
@@ -555,6 +583,7 @@ def test_production_gets_multi_az_deletion_protection_and_two_weeks_of_backups(
     assert security_group(aws, "nnp-production-web")["VpcId"] != security_group(aws, "nnp-staging-web")["VpcId"]
     assert rules(security_group(aws, "nnp-production-web")) == rules(security_group(aws, "nnp-staging-web"))
     assert_secrets_hold_the_endpoint(aws, "production")
+    assert_target_group_is_as_the_inventory_says(aws, "production")
     passwords = [secret["password"] for secret in login_secrets(aws, "production").values()]
     assert all(password not in r.output for password in passwords for r in aws.runs)
 

@@ -67,6 +67,22 @@ CASES = {
         {"rds_deletion_protection": False},
         ["In production rds_deletion_protection and rds_final_snapshot must be true"],
     ),
+    # AWS refuses a health check timeout that is not shorter than the interval: fail before any host exists.
+    "ALB health check timeout as long as the interval": (
+        "staging",
+        {"alb_health_check_interval_seconds": 10, "alb_health_check_timeout_seconds": 10},
+        ["alb_health_check_timeout_seconds < alb_health_check_interval_seconds", "shorter than the interval, got 10)"],
+    ),
+    "ALB unhealthy threshold below AWS's minimum": (
+        "staging",
+        {"alb_unhealthy_threshold_count": 1},
+        ["alb_unhealthy_threshold_count (2-10", "and 1)"],
+    ),
+    "lb_target drain no longer than the deregistration delay": (
+        "production",
+        {"alb_deregistration_delay_seconds": 60, "lb_target_drain_timeout_s": 60},
+        ["lb_target_drain_timeout_s (longer than the deregistration", "delay, got 60)"],
+    ),
 }
 
 

@@ -18,17 +18,27 @@ def admin(host, command):
     return host.check_output(f'python3 -c "{script}"')
 
 
+def op_state(host, server):
+    """srv_op_state of a server: 0 down, 2 up."""
+    for line in admin(host, "show servers state app").splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[3] == server:
+            return fields[5]
+    raise AssertionError(f"{server} not in the servers state")
+
+
 def wait_status(host, server, wanted, timeout=15):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for line in admin(host, "show servers state app").splitlines():
-            fields = line.split()
-            if len(fields) > 5 and fields[3] == server:
-                status = fields[5]  # srv_op_state: 0 down, 2 up
-                if status == wanted:
-                    return
+        if op_state(host, server) == wanted:
+            return
         time.sleep(0.3)
     raise AssertionError(f"{server} never reached op state {wanted}")
+
+
+def slow_checks(host, server, seconds):
+    """Make a stand-in backend answer /readyz after `seconds` (0: at once)."""
+    host.run(f"echo {seconds} > /run/backend-{server}.delay" if seconds else f"rm -f /run/backend-{server}.delay")
 
 
 def test_config_is_valid_and_service_running(host):
@@ -36,6 +46,14 @@ def test_config_is_valid_and_service_running(host):
     assert host.service("haproxy").is_enabled
     assert host.run("haproxy -c -f /etc/haproxy/haproxy.cfg").rc == 0
     assert host.socket("tcp://127.0.0.1:18443").is_listening
+
+
+def test_health_checks_have_their_own_timeout_and_the_default_rise_and_fall(host):
+    config = host.file("/etc/haproxy/haproxy.cfg").content_string
+    assert "    timeout check 2000ms\n" in config
+    assert "default-server inter 300ms rise 2 fall 3" in config
+    assert "option redispatch" in config
+    assert "retries 3" in config
 
 
 def test_round_robin_over_both_backends_with_tls_and_forwarded_proto(host):
@@ -53,6 +71,34 @@ def test_failed_backend_is_taken_out_without_errors(host):
         assert set(backends_seen(host)) == {"web2"}
     finally:
         host.run("systemctl start backend-web1")
+    wait_status(host, "web1", "2")
+
+
+def test_backend_answering_checks_later_than_the_interval_stays_in(host):
+    """A saturated host: each check answered after 1 s, over three times the interval, within the timeout."""
+    wait_status(host, "web1", "2")
+    slow_checks(host, "web1", 1)
+    try:
+        states = []
+        deadline = time.time() + 8  # about six slow checks, twice the fall count
+        while time.time() < deadline:
+            states.append(op_state(host, "web1"))
+            time.sleep(0.3)
+        assert set(states) == {"2"}, states
+        assert set(backends_seen(host)) == {"web1", "web2"}
+    finally:
+        slow_checks(host, "web1", 0)
+
+
+def test_backend_that_stops_answering_checks_is_taken_out(host):
+    """A hung host: checks time out (2 s here), and three in a row take it out; requests keep succeeding."""
+    wait_status(host, "web1", "2")
+    slow_checks(host, "web1", 30)
+    try:
+        wait_status(host, "web1", "0", timeout=20)
+        assert set(backends_seen(host)) == {"web2"}
+    finally:
+        slow_checks(host, "web1", 0)
     wait_status(host, "web1", "2")
 
 
