@@ -44,6 +44,8 @@ CASES = [
         {"loadbalancer_backends": [{"name": "a", "address": "x", "port": 1}, {"name": "a", "address": "y", "port": 2}]},
         "backend names unique",
     ),
+    ("loadbalancer", "main", {"loadbalancer_health_timeout_ms": 0}, "must be positive milliseconds"),
+    ("loadbalancer", "main", {"loadbalancer_health_timeout_ms": "5s"}, "loadbalancer_health_timeout_ms"),
     ("lb_target", "drain", {"lb_target_kind": "f5"}, "lb_target_kind"),
     ("lb_target", "drain", {"lb_target_kind": "haproxy"}, "needs lb_target_haproxy_host"),
     (
@@ -51,6 +53,18 @@ CASES = [
         "enable",
         {"lb_target_kind": "alb", "lb_target_alb_target_group": "tg"},
         "EC2 lb_target_alb_instance_id",
+    ),
+    (
+        "lb_target",
+        "drain",
+        {
+            "lb_target_kind": "alb",
+            "lb_target_alb_target_group": "tg",
+            "lb_target_alb_instance_id": "i-0123456789abcdef0",
+            "lb_target_drain_timeout_s": 30,
+            "lb_target_alb_deregistration_delay_s": 30,
+        },
+        "lb_target_drain_timeout_s (30 s) must be longer than the target group's",
     ),
     ("pytorch", "main", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
     ("pytorch", "host", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
@@ -73,11 +87,15 @@ CASES = [
     ),
     ("certbot", "main", {"certbot_key_type": "dsa"}, "value of certbot_key_type must be one of: ecdsa, rsa"),
     ("app", "stage", {"app_release_id": "../etc"}, "app_release_id must be empty (derived from the code)"),
-    ("app", "stage", {"app_port": 70000}, "app_port (1-65535, got 70000)"),
+    ("app", "switch", {"app_first_slot": "purple"}, "value of app_first_slot must be one of: blue, green"),
+    ("app", "switch", {"app_slot_memory_mib": 0}, "app_slot_memory_mib (>= 1, got 0)"),
+    ("app", "switch", {"app_gate_known_answer": []}, "app_gate_known_answer must list the numbers"),
     ("app", "stage", {"app_workers": 0}, "app_workers (1-64, got 0)"),
     ("app", "stage", {"app_keep_releases": 1}, "app_keep_releases must be at least 2"),
     ("app", "stage", {"app_environment": {"DATABASE_URL": "x"}}, "app_environment key DATABASE_URL"),
-    ("app", "stage", {"app_listen_address": "localhost"}, "an IPv4 address, got"),
+    ("app", "stage", {"app_proxy_upstream_file": "nnp-upstream.conf"}, "an absolute path, got 'nnp-upstream.conf'"),
+    ("nginx", "maintenance", {"nginx_maintenance_retry_after_seconds": 0}, "a positive number of seconds (got 0)"),
+    ("nginx", "main", {"nginx_upstream_file": "upstream.conf"}, "nginx_upstream_file must be"),
     ("app_db", "main", {**APP_DB_REQUIRED, "app_db_master_password": ""}, "app_db_master_password is empty"),
     ("app_db", "main", {**APP_DB_REQUIRED, "app_db_schema": "public"}, "app_db_schema must not be"),
     (
@@ -86,6 +104,28 @@ CASES = [
         {**APP_DB_REQUIRED, "app_db_name": "Bad-Name"},
         "app_db_name must be a lower-case PostgreSQL name",
     ),
+    (
+        "deploy_lock",
+        "main",
+        {"deploy_lock_expiry_seconds": 0},
+        "deploy_lock_expiry_seconds must be a positive number of seconds, got 0",
+    ),
+    (
+        "deploy_lock",
+        "acquire",
+        {"deploy_lock_expiry_seconds": -5},
+        "deploy_lock_expiry_seconds must be a positive number of seconds, got -5",
+    ),
+    ("deploy_lock", "acquire", {"deploy_lock_expiry_seconds": "soon"}, "deploy_lock_expiry_seconds"),
+    ("deploy_lock", "acquire", {"deploy_lock_break": "maybe"}, "deploy_lock_break"),
+    (
+        "deploy_lock",
+        "release",
+        {"deploy_lock_host": "localhost", "deploy_lock_path": "lease.json"},
+        "deploy_lock_path must be an absolute file path, got 'lease.json'",
+    ),
+    # No web or gpu hosts (this inventory is "localhost,") and no deploy_lock_host: nowhere to keep the lease.
+    ("deploy_lock", "acquire", {}, "deploy_lock_host must name an inventory host"),
 ]
 
 

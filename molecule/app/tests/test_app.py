@@ -1,4 +1,5 @@
-"""What on-call would check on an app host, after converge (R1) and the side effect's rollouts (R2 live).
+"""What on-call would check on an app host, after converge (R1 in slot blue) and the side effect's rollouts
+(R2 live in slot green, R4's failed start left blue stopped).
 
 side_effect.yml writes the release ids it made to releases.json in the scenario's ephemeral folder.
 """
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 
 ROOT = "/opt/nnp"
-UNIT = "nnp-app"
-PORT = 18100
+SLOT = "green"
+UNIT = f"nnp-app@{SLOT}"
+SOCKET = f"/run/nnp-app/{SLOT}/app.sock"
+# nginx in front of the slots (plain HTTP in this scenario).
+PORT = 18180
 HEAD = "zz_deploy_probe"
 # systemd-analyze calls below 3.0 "OK"; the unit measured 1.2 on Debian 12 (systemd 252).
 EXPOSURE_MAX = 3.0
@@ -37,7 +41,7 @@ def fact(host):
 
 
 def http(host, path, body=None):
-    """(status, parsed JSON) of a request to the app on loopback, made inside the container."""
+    """(status, parsed JSON) of a request to the app through the host's nginx, made inside the container."""
     data = f"-H 'Content-Type: application/json' --data {shlex.quote(json.dumps(body))}" if body is not None else ""
     out = host.check_output(f"curl -s -w '\\n%{{http_code}}' {data} http://127.0.0.1:{PORT}{path}")
     text, _, code = out.rpartition("\n")
@@ -58,20 +62,36 @@ def main_pid(host):
     return int(host.check_output(f"systemctl show -p MainPID --value {UNIT}"))
 
 
-def test_service_runs_as_the_service_account(host):
+def test_live_slot_runs_as_the_service_account_and_the_other_is_off(host):
     service = host.service(UNIT)
     assert service.is_running, host.run(f"journalctl -u {UNIT} -n 40 --no-pager").stdout
     assert service.is_enabled
-    pattern = shlex.quote(f"^{ROOT}/current/.venv/bin/python")
+    idle = host.service("nnp-app@blue")
+    assert not idle.is_running
+    assert not idle.is_enabled
+    pattern = shlex.quote(f"^{ROOT}/slots/{SLOT}/.venv/bin/python")
     # Uvicorn's supervisor, its resource tracker and two workers.
     assert int(host.check_output(f"pgrep -c -u nnp -f {pattern}")) >= 3
     assert host.run(f"pgrep -f {pattern} -u root").rc == 1, "a process of the app runs as root"
 
 
-def test_listens_on_loopback_only(host):
+def test_app_listens_on_its_slot_socket_only_and_nginx_names_it(host):
+    # ss -p cannot name the sandboxed processes (ProtectProc=invisible): the socket is listed, and the
+    # running Uvicorn was told that socket and no TCP address.
+    assert any(SOCKET in line for line in host.check_output("ss -lxH").splitlines())
+    socket_file = host.file(SOCKET)
+    assert socket_file.is_socket
+    assert (socket_file.user, socket_file.group) == ("nnp", "nnp")
+    running = host.check_output(f"pgrep -a -u nnp -f {shlex.quote(f'{ROOT}/slots/{SLOT}/.venv/bin/python')}")
+    assert f"--uds {SOCKET}" in running, running
+    assert "--port" not in running, running
+    assert "--host" not in running, running
     listeners = host.check_output(f"ss -ltnH 'sport = :{PORT}'").splitlines()
     assert listeners
     assert all(line.split()[3] == f"127.0.0.1:{PORT}" for line in listeners), listeners
+    upstream = host.file("/etc/nginx/nnp-upstream.conf").content_string
+    assert f"server unix:{SOCKET};" in upstream, upstream
+    assert host.check_output(f"readlink {ROOT}/slots/live") == SLOT
 
 
 def test_health_endpoints_and_version(host, releases, fact):
@@ -99,7 +119,7 @@ def test_env_file_is_private_to_the_service_account(host, hostvars):
 
 def test_secrets_stay_in_the_env_file(host, hostvars, releases):
     password = hostvars["app_db_password"]
-    unit = host.file(f"/etc/systemd/system/{UNIT}.service").content_string
+    unit = host.file("/etc/systemd/system/nnp-app@.service").content_string
     shown = host.check_output(f"systemctl show {UNIT} -p Environment -p ExecStart")
     release_env = host.file(f"{ROOT}/releases/{releases['r2']}/release.env").content_string
     for text in (unit, shown, release_env):
@@ -115,7 +135,8 @@ def test_secrets_stay_in_the_env_file(host, hostvars, releases):
     [
         ("User", "nnp"),
         ("Group", "nnp"),
-        ("WorkingDirectory", f"{ROOT}/current"),
+        ("WorkingDirectory", f"{ROOT}/slots/{SLOT}"),
+        ("RuntimeDirectory", f"nnp-app/{SLOT}"),
         ("Restart", "on-failure"),
         ("KillMode", "mixed"),
         ("TimeoutStopUSec", "30s"),
@@ -143,16 +164,15 @@ def test_unit_property(host, prop, value):
     assert host.check_output(f"systemctl show -p {prop} --value {UNIT}") == value
 
 
-def test_unit_runs_uvicorn_from_current(host):
+def test_unit_runs_uvicorn_from_its_slot(host):
     cmd = host.check_output(f"systemctl show -p ExecStart --value {UNIT}")
     for part in (
-        f"{ROOT}/current/.venv/bin/python",
+        f"{ROOT}/slots/{SLOT}/.venv/bin/python",
         "app.main:app",
-        "--host 127.0.0.1",
-        f"--port {PORT}",
+        f"--uds {SOCKET}",
         "--workers 2",
         "--proxy-headers",
-        "--forwarded-allow-ips 127.0.0.1",
+        "--forwarded-allow-ips *",
         "--timeout-graceful-shutdown 20",
     ):
         assert part in cmd, cmd
@@ -177,6 +197,9 @@ def test_release_layout(host, releases, fact):
     current = host.file(f"{ROOT}/current")
     assert current.is_symlink
     assert current.linked_to == f"{ROOT}/releases/{releases['r2']}"
+    assert host.file(f"{ROOT}/slots/{SLOT}").linked_to == f"{ROOT}/releases/{releases['r2']}"
+    # Blue was pointed at R4, whose start failed; it stays stopped.
+    assert host.file(f"{ROOT}/slots/blue").linked_to == f"{ROOT}/releases/{releases['r4']}"
     kept = set(host.check_output(f"ls -A {ROOT}/releases").split())
     # keep 2 = the two newest (R4, R3) plus the live (R2) and previous (R1); the planted old ones are gone.
     assert kept == {releases[r] for r in ("r1", "r2", "r3", "r4")}, kept
@@ -202,6 +225,7 @@ def test_code_is_read_only_for_the_service_account(host):
 
 def test_local_fact_records_live_and_previous_release(fact, releases):
     assert fact["release"] == releases["r2"]
+    assert fact["slot"] == SLOT
     assert fact["previous_release"] == releases["r1"]
     assert fact["alembic_head"] == HEAD
     assert re.fullmatch(rf"{re.escape(fact['venv'].rsplit('/', 1)[0])}/[0-9a-f]{{16}}", fact["venv"])
@@ -282,3 +306,38 @@ def test_torch_trains_and_predicts_in_the_sandbox(host):
     status, prediction = http(host, f"/api/models/{model['id']}/predict", {"inputs": [[0.5, 0.5], [-0.5, 0.5]]})
     assert status == 200, prediction
     assert len(prediction["outputs"]) == 2
+
+
+def test_zz_stopping_a_slot_lets_its_open_requests_finish(host):
+    """A rollout stops the old slot after nginx moved away from it: what it still serves must finish. Four
+    slow requests straight to the live slot's socket (1000-row predictions whose 17 kB bodies curl uploads
+    at 4 kB/s, about 4 s each), then `systemctl stop` while they run: all four get 200 and the stop waits
+    for them. The slot is started again afterwards (this test runs last)."""
+    _, models = http(host, "/api/models?limit=500")
+    trained = [model for model in models["items"] if model["name"].startswith("verify-") and model["weights_version"]]
+    assert trained, models
+    body = json.dumps({"inputs": [[round(i / 1000, 6), round(-i / 1000, 6)] for i in range(1000)]})
+    host.run(f"echo {shlex.quote(body)} > /tmp/slow-body.json")
+    url = f"http://localhost/api/models/{trained[0]['id']}/predict"
+    script = f"""
+        set -u
+        for i in 1 2 3 4; do
+          curl -s -o /dev/null -w '%{{http_code}}' --max-time 120 --limit-rate 4k --unix-socket {SOCKET} \\
+            -H 'Content-Type: application/json' --data-binary @/tmp/slow-body.json '{url}' > /tmp/slow.$i &
+        done
+        sleep 0.5
+        t0=$(date +%s%N); systemctl stop {UNIT}; t1=$(date +%s%N)
+        wait
+        echo "stop_ms=$(( (t1 - t0) / 1000000 ))"
+        cat /tmp/slow.1 /tmp/slow.2 /tmp/slow.3 /tmp/slow.4; echo
+        systemctl start {UNIT}
+    """
+    out = host.check_output(f"bash -c {shlex.quote(script)}")
+    stop_line, codes = out.splitlines()[-2:]
+    print(out)
+    assert codes == "200200200200", out
+    assert int(stop_line.split("=")[1]) >= 2000, out
+    deadline = time.monotonic() + 120
+    while http(host, "/readyz")[0] != 200:
+        assert time.monotonic() < deadline, "the slot did not come back"
+        time.sleep(1)

@@ -1,11 +1,80 @@
-"""The site scenario's tests import the repository's browser driver (tests/browser) and stack.py."""
+"""The site scenario's tests import the repository's browser driver (tests/browser) and stack.py; the
+fixtures the rollout tests share (test_30, test_40) are here."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 HERE = Path(__file__).resolve().parent
 for path in (HERE, HERE.parents[2]):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+from stack import ARTIFACTS, FIGURES, lb_client, live_releases, snapshot  # noqa: E402
+
+# The app cannot start (its migrations still run: alembic does not import app.main).
+PLANTED_FAULT = '\nraise RuntimeError("planted fault: this release cannot start")\n'
+PLANTED_MIGRATION = '''"""Planted failure: creates a table, then fails (the whole migration must roll back)."""
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("planted", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("INSERT INTO planted (id) VALUES (1)")
+    op.execute("SELECT 1 / 0")
+
+
+def downgrade() -> None:
+    op.drop_table("planted")
+'''
+
+
+@pytest.fixture(scope="session")
+def state() -> Iterator[dict[str, Any]]:
+    """What the tests hand on to each other; the figures are written to artifacts/site/ at the end."""
+    shared: dict[str, Any] = {"initial": live_releases()}
+    yield shared
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "rollout-figures.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("releases")
+    return {
+        "next": snapshot(folder, "next", append={"app/__init__.py": "# site scenario: a code-only change\n"}),
+        "single": snapshot(folder, "single", append={"app/__init__.py": "# site scenario: a one-host rollout\n"}),
+        "broken": snapshot(folder, "broken", append={"app/main.py": PLANTED_FAULT}),
+        "bad-migration": snapshot(
+            folder, "bad-migration", files={"alembic/versions/0002_planted.py": PLANTED_MIGRATION}
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def model_id() -> int:
+    """A trained model, so the load also exercises predictions (weights from the database)."""
+    with lb_client() as client:
+        body = {"name": f"rollout-{time.time_ns()}", "dataset": "xor", "dataset_params": {"n_samples": 200}}
+        model = client.post("/api/models", json=body).json()
+        session = client.post(f"/api/models/{model['id']}/sessions", json={"epochs": 20}).json()
+        deadline = time.monotonic() + 120
+        while client.get(f"/api/sessions/{session['id']}").json()["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        return int(model["id"])

@@ -1,0 +1,173 @@
+"""What on-call does besides deploying, on the stack test_30 left (both hosts on the `next` release):
+the deploy lock every fleet-changing run takes, maintenance mode, and a rollout limited to one host with
+the load aimed at that host only (a group with one host). Uses test_30's fixtures (conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stack import (
+    FIGURES,
+    Load,
+    Run,
+    deploy,
+    docker_exec,
+    haproxy_servers,
+    host_client,
+    host_get,
+    lb_client,
+    live_releases,
+    playbook,
+)
+
+LEASE = "/var/lib/nnp-deploy/lease.json"
+
+
+def write_lease(holder: str, expires_in: int) -> None:
+    """A lease on web1 (the lock host) as another run would have left it."""
+
+    def utc(offset: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset))
+
+    lease = {
+        "token": f"token-of-{holder}",
+        "holder": {"user": holder, "controller": "elsewhere", "commit": "0123abc", "playbook": "manual"},
+        "started_at": utc(-300),
+        "expires_at": utc(expires_in),
+    }
+    docker_exec("web1", "mkdir", "-p", "-m", "0700", str(Path(LEASE).parent))
+    docker_exec("web1", "tee", LEASE, stdin=json.dumps(lease))
+
+
+def lease_exists() -> bool:
+    return subprocess.run(["docker", "exec", "web1", "test", "-e", LEASE], check=False).returncode == 0
+
+
+def refused_before_any_change(run: Run) -> None:
+    assert run.rc != 0
+    assert "PLAY [Stage the release on every app host]" not in run.output, run.output[-3000:]
+    assert run.changed() == 0
+
+
+def test_two_deploys_started_at_once_one_runs_the_other_is_refused(
+    state: dict[str, Any], sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    runs: list[Run] = []
+    # Two operators: each controller has its own fact cache.
+    caches = [
+        str(tmp / "facts") for tmp in (Path(tmp_path_factory.mktemp("one")), Path(tmp_path_factory.mktemp("two")))
+    ]
+
+    def one_deploy(cache: str) -> None:
+        runs.append(deploy(sources["next"], env={"ANSIBLE_CACHE_PLUGIN_CONNECTION": cache}))
+
+    threads = [threading.Thread(target=one_deploy, args=(cache,)) for cache in caches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(run.rc == 0 for run in runs) == [False, True], [run.output[-2000:] for run in runs]
+    refused = next(run for run in runs if run.rc != 0)
+    refused_before_any_change(refused)
+    assert "is held by" in refused.output, refused.output[-3000:]
+    assert "deploy_lock_break=true" in refused.output
+    assert not lease_exists(), "the run that held the lock did not release it"
+    assert live_releases() == {"web1": state["next"], "web2": state["next"]}
+
+
+def test_an_expired_lease_is_taken_over() -> None:
+    # Every entry point takes the lease through the same role; the maintenance play is the quickest.
+    write_lease("crashed-run", expires_in=-60)
+    run = playbook("playbooks/maintenance.yml", "-e", "maintenance=off")
+
+    assert run.rc == 0, run.output[-3000:]
+    assert "Took over the expired deploy lock of crashed-run" in run.output, run.output[-3000:]
+    assert run.changed() == 0
+    assert not lease_exists()
+
+
+def test_a_live_lease_refuses_until_broken_on_purpose(sources: dict[str, Path]) -> None:
+    write_lease("alice", expires_in=3600)
+    refused = deploy(sources["next"])
+    refused_before_any_change(refused)
+    assert "is held by alice" in refused.output, refused.output[-3000:]
+    refused_rollback = playbook("playbooks/rollback.yml")
+    assert refused_rollback.rc != 0
+    assert "is held by alice" in refused_rollback.output
+    assert lease_exists()
+
+    broken = playbook("playbooks/maintenance.yml", "-e", "maintenance=off", "-e", "deploy_lock_break=true")
+
+    assert broken.rc == 0, broken.output[-3000:]
+    assert "Broke the deploy lock of alice" in broken.output, broken.output[-3000:]
+    assert "on purpose (deploy_lock_break)" in broken.output
+    assert not lease_exists()
+
+
+def test_bad_lock_and_bake_settings_are_refused_before_any_change(sources: dict[str, Path]) -> None:
+    bake = deploy(sources["next"], "-e", "deploy_canary_bake_seconds=-5")
+    refused_before_any_change(bake)
+    assert "deploy_canary_bake_seconds must be a whole number of seconds, 0 or more, got '-5'" in bake.output
+    run = deploy(sources["next"], "-e", "deploy_lock_expiry_seconds=0")
+    refused_before_any_change(run)
+    assert "deploy_lock_expiry_seconds must be a positive number of seconds, got 0" in run.output, run.output[-3000:]
+
+
+def test_maintenance_serves_the_503_page_while_the_load_balancer_keeps_the_hosts(model_id: int) -> None:
+    assert playbook("playbooks/maintenance.yml", "-e", "maintenance=sometimes").rc != 0
+    run = playbook("playbooks/maintenance.yml", "-e", "maintenance=on")
+    assert run.rc == 0, run.output[-3000:]
+    rerun = playbook("playbooks/maintenance.yml", "-e", "maintenance=on")
+    assert rerun.rc == 0, rerun.output[-3000:]
+    assert rerun.changed() == 0, rerun.output[-3000:]
+
+    with lb_client() as client:
+        page = client.get("/")
+        api = client.get("/api/models")
+        ready = client.get("/readyz")
+    assert page.status_code == 503, page.text
+    assert "text/html" in page.headers["content-type"]
+    assert "maintenance" in page.text.lower()
+    assert api.status_code == 503, api.text
+    assert api.headers["content-type"].startswith("application/json")
+    assert api.json()["status"] == "maintenance"
+    for response in (page, api):
+        assert int(response.headers["retry-after"]) > 0
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert ready.status_code == 200
+    with host_client("web2") as client:
+        assert host_get(client, "/api/models").status_code == 503
+    # Three check intervals later the load balancer still counts both hosts healthy.
+    time.sleep(7)
+    assert all(server["status"] == "UP" for server in haproxy_servers().values()), haproxy_servers()
+
+    run = playbook("playbooks/maintenance.yml", "-e", "maintenance=off")
+    assert run.rc == 0, run.output[-3000:]
+    with Load(model_id, "lb", clients=16) as load:
+        time.sleep(10)
+    assert load.total >= 300, load.figures()
+    assert load.results["failed"] == 0, (dict(load.reasons), load.failures[:10])
+
+
+def test_a_rollout_limited_to_one_host_under_load_aimed_at_it(
+    state: dict[str, Any], sources: dict[str, Path], model_id: int
+) -> None:
+    """A group with one host: nothing else can take its traffic, so the host itself must never stop serving."""
+    with Load(model_id, "web1", clients=16) as load:
+        run = deploy(sources["single"], "--limit", "web1")
+    after = live_releases()
+
+    assert run.rc == 0, run.output[-3000:]
+    assert load.total >= 300, load.figures()
+    assert load.results["failed"] == 0, (dict(load.reasons), load.failures[:10])
+    assert after["web2"] == state["next"]
+    assert after["web1"] != state["next"]
+    assert set(load.releases) == {state["next"], after["web1"]}, load.releases
+    FIGURES["single_host_rollout"] = {"seconds": round(run.seconds, 1), "load": load.figures()}

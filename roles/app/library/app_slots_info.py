@@ -1,0 +1,150 @@
+#!/usr/bin/python
+"""Ansible module app_slots_info: what an app host runs in its blue/green slots, read in one call."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+---
+module: app_slots_info
+short_description: Read which slot is live, what each slot runs, and what the host recorded
+description:
+  - Reads the blue/green layout of the app role on the host it runs on, in one call instead of a task
+    per file, so deploys and rollbacks can decide from the host itself (never from a fact cache).
+  - The live slot is the target of the I(live_link) symlink; each slot's release is the last path
+    element of the target of C(<slots_dir>/<slot>); a slot is active when C(systemctl is-active)
+    says C(active) for C(<unit_prefix><slot>.service).
+  - Changes nothing; safe in check mode.
+author: nnp-infra
+options:
+  slots_dir:
+    description: Folder holding one link per slot and the live link.
+    type: path
+    required: true
+  live_link:
+    description: Symlink whose target names the live slot.
+    type: path
+    required: true
+  slot_names:
+    description: The slots, in order.
+    type: list
+    elements: str
+    required: true
+  first_slot:
+    description: The slot a host with no live slot starts in.
+    type: str
+    required: true
+  unit_prefix:
+    description: systemd unit name of a slot without the slot and C(.service), e.g. C(nnp-app@).
+    type: str
+    required: true
+  fact_file:
+    description: The JSON local fact the app role writes (release, previous_release).
+    type: path
+    required: true
+  restart_marker:
+    description: File whose presence means settings changed and the next switch must start a new slot.
+    type: path
+    required: true
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Read this host's slots
+  app_slots_info:
+    slots_dir: /opt/nnp/slots
+    live_link: /opt/nnp/slots/live
+    slot_names: [blue, green]
+    first_slot: blue
+    unit_prefix: nnp-app@
+    fact_file: /etc/ansible/facts.d/nnp_app.fact
+    restart_marker: /opt/nnp/shared/.restart-needed
+  register: slots
+"""
+
+RETURN = r"""
+state:
+  description: What the host runs.
+  returned: always
+  type: dict
+  contains:
+    live_slot: {description: The live slot, or "" when none was made live yet., type: str}
+    live_release: {description: The release the live slot runs, or ""., type: str}
+    live_active: {description: Whether the live slot's service is active., type: bool}
+    idle_slot: {description: The slot the next switch starts (first_slot when none is live)., type: str}
+    slots: {description: Release of each slot ("" when its link is missing)., type: dict}
+    active: {description: The slots whose service is active., type: list}
+    previous_release: {description: The recorded release to roll back to, or ""., type: str}
+    recorded_release: {description: The release the local fact records, or ""., type: str}
+    restart_pending: {description: Whether settings changed since the live slot started., type: bool}
+"""
+
+
+def link_name(path: str) -> str:
+    """The last element of the link's target, or "" when it is no link."""
+    try:
+        return os.path.basename(os.readlink(path).rstrip("/"))
+    except OSError:
+        return ""
+
+
+def read_fact(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "slots_dir": {"type": "path", "required": True},
+            "live_link": {"type": "path", "required": True},
+            "slot_names": {"type": "list", "elements": "str", "required": True},
+            "first_slot": {"type": "str", "required": True},
+            "unit_prefix": {"type": "str", "required": True},
+            "fact_file": {"type": "path", "required": True},
+            "restart_marker": {"type": "path", "required": True},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    names: list[str] = params["slot_names"]
+    if params["first_slot"] not in names:
+        module.fail_json(msg=f"first_slot {params['first_slot']} is not one of {names}")
+
+    live = link_name(params["live_link"])
+    live = live if live in names else ""
+    slots = {name: link_name(os.path.join(params["slots_dir"], name)) for name in names}
+    units = [f"{params['unit_prefix']}{name}.service" for name in names]
+    # is-active exits non-zero when any unit is inactive; its output has one line per unit, in order.
+    _, out, _ = module.run_command(["systemctl", "is-active", *units])
+    lines = out.splitlines()
+    active = [name for name, line in zip(names, lines, strict=False) if line.strip() == "active"]
+    fact = read_fact(params["fact_file"])
+    state = {
+        "live_slot": live,
+        "live_release": slots[live] if live else "",
+        "live_active": live in active,
+        "idle_slot": next(name for name in names if name != live) if live else params["first_slot"],
+        "slots": slots,
+        "active": active,
+        "previous_release": fact.get("previous_release") or "",
+        "recorded_release": fact.get("release") or "",
+        "restart_pending": os.path.exists(params["restart_marker"]),
+    }
+    module.exit_json(changed=False, state=state)
+
+
+if __name__ == "__main__":
+    main()
