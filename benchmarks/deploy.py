@@ -187,11 +187,12 @@ def main() -> None:
             "loads": [load.figures() for load in loads],
         }
     figures["releases"] = {"before": before, "after": live_releases()}
-    playbook("playbooks/rollback.yml", "-e", f"rollback_release={before['web1']}")
-
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
+    # Back to what was live, when every host ran the same release (a one-host rollout may have left two).
+    if len(set(before.values())) == 1:
+        playbook("playbooks/rollback.yml", "-e", f"rollback_release={next(iter(before.values()))}")
 
 
 if __name__ == "__main__":
