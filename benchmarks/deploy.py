@@ -51,7 +51,7 @@ from stack import (  # noqa: E402
 OUT = REPO / "artifacts" / "benchmarks" / "deploy.json"
 ROLLOUT_PLAY = "Roll out, canary first"
 FIRST_TASK = "app : Start the idle slot"
-LAST_TASK = "app : Wait until every worker from before the reload has stopped taking requests"
+LAST_TASK = "app : Point the live socket link at the idle slot's socket"
 SLOT_PROCESS = re.compile(r"^\s*(\d+)\s+\S*?/opt/nnp/slots/(\w+)/\.venv/bin/python")
 
 

@@ -89,9 +89,14 @@ def test_app_listens_on_its_slot_socket_only_and_nginx_names_it(host):
     listeners = host.check_output(f"ss -ltnH 'sport = :{PORT}'").splitlines()
     assert listeners
     assert all(line.split()[3] == f"127.0.0.1:{PORT}" for line in listeners), listeners
+    # nginx names the live socket link; the switch moved the link, and nginx keeps no idle connection
+    # to the app (one would stay on the old slot after the link moved).
     upstream = host.file("/etc/nginx/nnp-upstream.conf").content_string
-    assert f"server unix:{SOCKET};" in upstream, upstream
+    assert f"server unix:{ROOT}/slots/live.sock;" in upstream, upstream
+    assert host.check_output(f"readlink {ROOT}/slots/live.sock") == SOCKET
     assert host.check_output(f"readlink {ROOT}/slots/live") == SLOT
+    site = host.check_output("nginx -T 2>/dev/null")
+    assert not re.search(r"^\s*keepalive\s", site, re.M), "nginx keeps idle connections to the app"
 
 
 def test_health_endpoints_and_version(host, releases, fact):

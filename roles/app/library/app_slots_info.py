@@ -50,6 +50,19 @@ options:
     description: File whose presence means settings changed and the next switch must start a new slot.
     type: path
     required: true
+  release:
+    description: A release whose staging to check (C(<releases_dir>/<release>/.venv/bin/python) exists).
+    type: str
+    default: ""
+  releases_dir:
+    description: Folder of the releases, with I(release).
+    type: path
+  upstream_file:
+    description: The proxy's upstream file, whose content is returned ("" when missing).
+    type: path
+  legacy_unit_file:
+    description: Unit file of the layout before slots, whose presence is returned.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -85,6 +98,11 @@ state:
     previous_release: {description: The recorded release to roll back to, or ""., type: str}
     recorded_release: {description: The release the local fact records, or ""., type: str}
     restart_pending: {description: Whether settings changed since the live slot started., type: bool}
+    states: {description: What systemctl is-active says of each slot's service., type: dict}
+    mem_available_mib: {description: MemAvailable of /proc/meminfo in MiB (-1 when unreadable)., type: int}
+    release_staged: {description: Whether I(release) is staged (false without I(release))., type: bool}
+    upstream_content: {description: The content of I(upstream_file), or ""., type: str}
+    legacy_unit_present: {description: Whether I(legacy_unit_file) exists., type: bool}
 """
 
 
@@ -105,6 +123,23 @@ def read_fact(path: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def read_text(path: str | None) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def mem_available_mib() -> int:
+    for line in read_text("/proc/meminfo").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -115,6 +150,10 @@ def main() -> None:
             "unit_prefix": {"type": "str", "required": True},
             "fact_file": {"type": "path", "required": True},
             "restart_marker": {"type": "path", "required": True},
+            "release": {"type": "str", "default": ""},
+            "releases_dir": {"type": "path"},
+            "upstream_file": {"type": "path"},
+            "legacy_unit_file": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -130,7 +169,8 @@ def main() -> None:
     # is-active exits non-zero when any unit is inactive; its output has one line per unit, in order.
     _, out, _ = module.run_command(["systemctl", "is-active", *units])
     lines = out.splitlines()
-    active = [name for name, line in zip(names, lines, strict=False) if line.strip() == "active"]
+    states = {name: line.strip() for name, line in zip(names, lines, strict=False)}
+    active = [name for name, value in states.items() if value == "active"]
     fact = read_fact(params["fact_file"])
     state = {
         "live_slot": live,
@@ -142,6 +182,12 @@ def main() -> None:
         "previous_release": fact.get("previous_release") or "",
         "recorded_release": fact.get("release") or "",
         "restart_pending": os.path.exists(params["restart_marker"]),
+        "states": states,
+        "mem_available_mib": mem_available_mib(),
+        "release_staged": bool(params["release"] and params["releases_dir"])
+        and os.path.exists(os.path.join(params["releases_dir"], params["release"], ".venv", "bin", "python")),
+        "upstream_content": read_text(params["upstream_file"]),
+        "legacy_unit_present": bool(params["legacy_unit_file"]) and os.path.exists(params["legacy_unit_file"]),
     }
     module.exit_json(changed=False, state=state)
 
