@@ -313,6 +313,45 @@ def test_torch_trains_and_predicts_in_the_sandbox(host):
     assert len(prediction["outputs"]) == 2
 
 
+def test_the_worker_runs_the_live_release_below_the_slots_and_the_slots_do_not_train(host, fact):
+    """The training above ran in nnp-worker: it registered under the inventory name with the live release
+    and the cpu device, runs as the service account from `current`, below the slots' CPU weight, in the
+    same sandbox; the slot's own processes spent no time on it (CPU seconds of the slot barely move)."""
+    worker = "nnp-worker.service"
+    assert host.service(worker).is_running
+    assert host.service(worker).is_enabled
+    assert host.check_output(f"systemctl show -p User --value {worker}") == "nnp"
+    assert host.check_output(f"systemctl show -p Nice --value {worker}") == "10"
+    assert host.check_output(f"systemctl show -p CPUWeight --value {worker}") == "20"
+    pid = int(host.check_output(f"systemctl show -p MainPID --value {worker}"))
+    assert host.check_output(f"readlink /proc/{pid}/cwd") == f"{ROOT}/releases/{fact['release']}"
+    status = host.file(f"/proc/{pid}/status").content_string
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    assert re.search(r"^CapEff:\s+0+$", status, re.M)
+    assert re.search(r"^Seccomp:\s+2$", status, re.M)
+    code, workers = http(host, "/api/workers")
+    assert code == 200, workers
+    mine = [w for w in workers["items"] if w["host"] == "app-instance" and w["alive"]]
+    assert [(w["release_id"], w["device"]) for w in mine] == [(fact["release"], "cpu")], workers
+
+    slot_cpu = f"systemctl show -p CPUUsageNSec --value {UNIT}"
+    before = int(host.check_output(slot_cpu))
+    body = {"name": f"verify-{uuid.uuid4().hex[:8]}", "dataset": "xor", "dataset_params": {"n_samples": 1000}}
+    status, model = http(host, "/api/models", body)
+    assert status == 201, model
+    status, session = http(host, f"/api/models/{model['id']}/sessions", {"epochs": 150, "batch_size": 8})
+    assert status == 202, session
+    deadline = time.monotonic() + 180
+    while session["status"] in {"queued", "running"} and time.monotonic() < deadline:
+        time.sleep(1)
+        _, session = http(host, f"/api/sessions/{session['id']}")
+    assert session["status"] == "completed", session
+    assert session["owner_host"] == "app-instance", session
+    spent = (int(host.check_output(slot_cpu)) - before) / 1e9
+    # The slot answered about one status poll a second: far below what 150 epochs of training take.
+    assert spent < 5, f"the slot spent {spent:.1f} CPU seconds during a training it should not run"
+
+
 def test_zz_stopping_a_slot_lets_its_open_requests_finish(host):
     """A rollout stops the old slot after nginx moved away from it: what it still serves must finish. Four
     slow requests straight to the live slot's socket (1000-row predictions whose 17 kB bodies curl uploads

@@ -389,3 +389,40 @@ def database_state() -> dict[str, Any]:
 
 def deploy(source: Path, *extra: str, env: dict[str, str] | None = None) -> Run:
     return playbook("site.yml", "--tags", "deploy", "-e", f"app_source_dir={source}", *extra, env=env)
+
+
+def start_long_training() -> dict[str, Any]:
+    """A training that outlasts a rollout under the saturating load (about a minute alone on this machine;
+    the workers run below the app's CPU weight, so under the load it mostly waits), checkpointing every 2 s."""
+    with lb_client() as client:
+        body = {"name": f"long-{time.time_ns()}", "dataset": "xor", "dataset_params": {"n_samples": 1000}}
+        model = client.post("/api/models", json=body)
+        assert model.status_code == 201, model.text
+        session = client.post(
+            f"/api/models/{model.json()['id']}/sessions",
+            json={"epochs": 600, "batch_size": 10, "device": "cpu", "checkpoint_interval_seconds": 2},
+        )
+        assert session.status_code == 202, session.text
+        deadline = time.monotonic() + 60
+        while (current := client.get(f"/api/sessions/{session.json()['id']}").json())["status"] == "queued":
+            assert time.monotonic() < deadline, f"no worker took the training: {current}"
+            time.sleep(0.5)
+        assert current["status"] == "running", current
+        return current
+
+
+def wait_for_training(session_id: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with lb_client() as client:
+        while (current := client.get(f"/api/sessions/{session_id}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"the training did not finish in {timeout} s: {current}"
+            time.sleep(1)
+    return current
+
+
+def training_epochs(session_id: int) -> list[int]:
+    """The epochs of the session's metric rows, in order (duplicates and gaps show)."""
+    with lb_client() as client:
+        metrics = client.get(f"/api/sessions/{session_id}/metrics")
+        assert metrics.status_code == 200, metrics.text
+        return [item["epoch"] for item in metrics.json()["items"]]

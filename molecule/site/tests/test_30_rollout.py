@@ -40,7 +40,10 @@ from stack import (
     secret,
     secrets_manager,
     slot_started,
+    start_long_training,
     steady_load,
+    training_epochs,
+    wait_for_training,
 )
 
 
@@ -62,8 +65,12 @@ def test_the_steady_state_under_a_saturating_load_fails_no_request(model_id: int
 def test_a_new_release_rolls_out_under_saturating_load_without_a_failed_request(
     state: dict[str, Any], sources: dict[str, Path], model_id: int
 ) -> None:
+    """Web slots and training workers roll together: under the load, no request fails, and a long training
+    started before the rollout goes on through both hosts' worker restarts (each one checkpoints it and
+    gives it back to the queue) and completes with every epoch exactly once."""
     before = state["initial"]
     checks = haproxy_servers()
+    training = start_long_training()
     with saturating_load(model_id) as loads:
         # As in production: an RDS snapshot named after the release before migrating (moto's RDS).
         run = deploy(sources["next"], "-e", "deploy_snapshot_before_migrate=true")
@@ -71,6 +78,11 @@ def test_a_new_release_rolls_out_under_saturating_load_without_a_failed_request(
 
     assert run.rc == 0, run.output[-3000:]
     assert_no_failure(loads)
+    finished = wait_for_training(training["id"], timeout=600)
+    assert finished["status"] == "completed", finished
+    assert finished["attempts"] >= 2, f"no worker restart reached the training: {finished}"
+    assert finished["resumed_from_epoch"] is not None, finished
+    assert training_epochs(training["id"]) == list(range(1, training["epochs"] + 1))
     assert after["web1"] == after["web2"] != before["web1"], (before, after)
     with lb_client() as client:
         assert client.get("/version").json()["release_id"] == after["web1"]

@@ -63,6 +63,9 @@ options:
   legacy_unit_file:
     description: Unit file of the layout before slots, whose presence is returned.
     type: path
+  worker_unit:
+    description: systemd unit of the training worker; its state and the release its process runs are returned.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -103,6 +106,11 @@ state:
     release_staged: {description: Whether I(release) is staged (false without I(release))., type: bool}
     upstream_content: {description: The content of I(upstream_file), or ""., type: str}
     legacy_unit_present: {description: Whether I(legacy_unit_file) exists., type: bool}
+    worker_present: {description: Whether I(worker_unit) has a unit file under /etc/systemd/system., type: bool}
+    worker_active: {description: Whether I(worker_unit) is active., type: bool}
+    worker_release:
+      description: The release the worker's main process runs (the last element of its working folder), or "".
+      type: str
 """
 
 
@@ -140,6 +148,24 @@ def mem_available_mib() -> int:
     return -1
 
 
+def worker_state(module: AnsibleModule, unit: str | None) -> dict[str, object]:
+    if not unit:
+        return {"worker_present": False, "worker_active": False, "worker_release": ""}
+    _, out, _ = module.run_command(["systemctl", "show", unit, "--property=ActiveState,MainPID"])
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    release = ""
+    if props.get("MainPID", "0") not in ("", "0"):
+        try:
+            release = os.path.basename(os.readlink(f"/proc/{props['MainPID']}/cwd").rstrip("/"))
+        except OSError:
+            release = ""
+    return {
+        "worker_present": os.path.exists(os.path.join("/etc/systemd/system", unit)),
+        "worker_active": props.get("ActiveState") == "active",
+        "worker_release": release,
+    }
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -154,6 +180,7 @@ def main() -> None:
             "releases_dir": {"type": "path"},
             "upstream_file": {"type": "path"},
             "legacy_unit_file": {"type": "path"},
+            "worker_unit": {"type": "str"},
         },
         supports_check_mode=True,
     )
@@ -188,6 +215,7 @@ def main() -> None:
         and os.path.exists(os.path.join(params["releases_dir"], params["release"], ".venv", "bin", "python")),
         "upstream_content": read_text(params["upstream_file"]),
         "legacy_unit_present": bool(params["legacy_unit_file"]) and os.path.exists(params["legacy_unit_file"]),
+        **worker_state(module, params["worker_unit"]),
     }
     module.exit_json(changed=False, state=state)
 
