@@ -74,7 +74,7 @@ def train_session(context: JobContext, session_id: int) -> str:
     except Exception as exc:
         logger.exception("training run failed", extra={"session_id": session_id, "job_id": context.job.id})
         reason = f"internal error: {exc.__class__.__name__}"
-        if run.attempt and record_failure(ctx, session_id, run.attempt, reason):
+        if record_failure(ctx, session_id, context.job.id, run.attempt, reason):
             raise Requeue(reason) from exc
         raise
 

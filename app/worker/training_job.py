@@ -23,6 +23,7 @@ from app.ml.datasets import generate
 from app.ml.network import build_network, layer_specs, state_dict_to_bytes
 from app.ml.training import EpochResult, TrainingDivergedError, TrainingParams, TrainState, train
 from app.models import (
+    ACTIVE_STATUSES,
     EpochMetric,
     ModelWeights,
     NetworkModel,
@@ -305,16 +306,22 @@ def _model_from_row(conn: Connection, model_id: int) -> NetworkModel:
     return NetworkModel(**row)
 
 
-def record_failure(ctx: WorkerContext, session_id: int, attempt: int, reason: str) -> bool:
-    """After an internal error in a run: True when the session may be retried, else it is interrupted."""
+def record_failure(ctx: WorkerContext, session_id: int, job_id: int, attempt: int, reason: str) -> bool:
+    """After an internal error in a run: True when the session may be retried, else it is interrupted.
+
+    `attempt` 0: the run failed before it claimed the session (e.g. a database error), which is counted
+    all the same, so that the session cannot stay queued behind a failed job.
+    """
     limit = ctx.settings.job_max_failures
+    fence = TrainingSession.attempts == attempt if attempt else TrainingSession.status.in_(ACTIVE_STATUSES)
     with ctx.engine.begin() as conn:
         row = conn.execute(
             update(TrainingSession)
             .where(
                 TrainingSession.id == session_id,
-                TrainingSession.attempts == attempt,
-                TrainingSession.status == SessionStatus.RUNNING,
+                TrainingSession.job_id == job_id,
+                TrainingSession.status.in_(ACTIVE_STATUSES),
+                fence,
             )
             .values(failures=TrainingSession.failures + 1)
             .returning(TrainingSession.failures)

@@ -231,6 +231,24 @@ def test_exhausted_retries_interrupt_the_session_with_a_reason(
     assert job_of(database_url, session["id"])[0] == "failed"
 
 
+def test_internal_errors_are_retried_then_interrupt_the_session(
+    client: TestClient, database_url: str, workers: list[WorkerProcess]
+) -> None:
+    """A run that fails (here: an unreadable checkpoint) counts a failure and is retried from the queue;
+    one failure more than JOB_MAX_FAILURES and the session is interrupted with the reason."""
+    model = create_model(client, "broken")
+    session = start_session(client, model["id"], epochs=5)
+    query(
+        database_url, "INSERT INTO training_checkpoints (session_id, epoch, data) VALUES (%s, 2, 'junk')", session["id"]
+    )
+    spawn(workers, database_url, JOB_MAX_FAILURES="1")
+    done = wait_for_session(client, session["id"], timeout=30)
+    assert done["status"] == "interrupted"
+    assert done["error"].startswith("gave up after 2 failures (JOB_MAX_FAILURES=1); last: internal error: ")
+    assert done["attempts"] == 2
+    assert job_of(database_url, session["id"])[0] == "failed"
+
+
 # -- exact resume -------------------------------------------------------------------------------------
 
 
