@@ -120,6 +120,8 @@ class TrainingSession(Base):
     attempts: Mapped[int] = mapped_column(server_default=text("0"))
     # Worker deaths and internal errors so far (JOB_MAX_FAILURES of them are survived).
     failures: Mapped[int] = mapped_column(server_default=text("0"))
+    # Requested checkpoint interval; NULL: the worker's CHECKPOINT_INTERVAL_SECONDS.
+    checkpoint_interval_seconds: Mapped[float | None] = mapped_column(Float)
     # The checkpoint epoch the latest run resumed from (NULL: it started from scratch).
     resumed_from_epoch: Mapped[int | None]
 

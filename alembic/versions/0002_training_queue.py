@@ -61,6 +61,7 @@ def upgrade() -> None:
     op.add_column("training_sessions", sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False))
     op.add_column("training_sessions", sa.Column("failures", sa.Integer(), server_default=sa.text("0"), nullable=False))
     op.add_column("training_sessions", sa.Column("resumed_from_epoch", sa.Integer(), nullable=True))
+    op.add_column("training_sessions", sa.Column("checkpoint_interval_seconds", sa.Float(), nullable=True))
     op.create_index(op.f("ix_training_sessions_job_id"), "training_sessions", ["job_id"])
     op.create_check_constraint("device", "training_sessions", "device IN ('cpu', 'cuda')")
 
@@ -96,7 +97,7 @@ def downgrade() -> None:
     op.drop_table("training_checkpoints")
     op.drop_constraint(op.f("ck_training_sessions_device"), "training_sessions", type_="check")
     op.drop_index(op.f("ix_training_sessions_job_id"), table_name="training_sessions")
-    for column in ("resumed_from_epoch", "failures", "attempts", "job_id"):
+    for column in ("checkpoint_interval_seconds", "resumed_from_epoch", "failures", "attempts", "job_id"):
         op.drop_column("training_sessions", column)
     # Sessions that never had an owner get an explicit placeholder, so the NOT NULLs can come back.
     op.execute(

@@ -30,7 +30,7 @@ def start_training(model_id: ModelId, body: TrainingCreate, db: DbDep, runtime: 
     429 when MAX_CONCURRENT_TRAININGS sessions are queued or running."""
     check_training(body, runtime.settings)
     params = TrainingParams(body.epochs, body.learning_rate, body.batch_size, body.optimizer, body.seed)
-    row = service.start_session(db, model_id, params, body.device, runtime.settings)
+    row = service.start_session(db, model_id, params, body.device, runtime.settings, body.checkpoint_interval_seconds)
     return SessionOut.model_validate(row, from_attributes=True)
 
 

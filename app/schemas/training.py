@@ -20,6 +20,13 @@ class TrainingCreate(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when a CUDA worker is alive, else CPU. cuda without one is a 409."
     )
+    checkpoint_interval_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds between checkpoints of this training; default: the worker's CHECKPOINT_INTERVAL_SECONDS.",
+    )
 
 
 class SessionOut(BaseModel):
@@ -39,6 +46,7 @@ class SessionOut(BaseModel):
     error: str | None
     owner_host: str | None
     owner_pid: int | None
+    checkpoint_interval_seconds: float | None
     attempts: int = Field(description="Runs started by workers (1 + resumptions).")
     resumed_from_epoch: int | None = Field(description="Checkpoint epoch the latest run resumed from.")
     created_at: datetime

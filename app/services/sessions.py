@@ -38,7 +38,12 @@ def resolve_device(db: Session, requested: str, settings: Settings) -> str:
 
 
 def start_session(
-    db: Session, model_id: int, params: TrainingParams, requested_device: str, settings: Settings
+    db: Session,
+    model_id: int,
+    params: TrainingParams,
+    requested_device: str,
+    settings: Settings,
+    checkpoint_interval_seconds: float | None = None,
 ) -> TrainingSession:
     """Create a queued session and its job in one transaction. 429 when the deployment is at capacity."""
     if db.get(NetworkModel, model_id) is None:
@@ -58,6 +63,7 @@ def start_session(
         optimizer=params.optimizer,
         seed=params.seed,
         device=device,
+        checkpoint_interval_seconds=checkpoint_interval_seconds,
     )
     db.add(row)
     try:

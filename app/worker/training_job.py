@@ -77,6 +77,7 @@ class TrainingRun:
         self._last_sync = time.monotonic()
         self._last_checkpoint = time.monotonic()
         self._stop = False
+        self._checkpoint_every = ctx.settings.checkpoint_interval_seconds
         self.state: TrainState | None = None
 
     # -- entry point ---------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class TrainingRun:
         )
         data = generate(model.dataset, **model.dataset_params)
         net = build_network(model.input_dim, model.output_dim, layer_specs(model.layers), seed=params.seed)
+        self._checkpoint_every = session.checkpoint_interval_seconds or self.ctx.settings.checkpoint_interval_seconds
         state = self.state = TrainState(net, params, self.ctx.device)
         if checkpoint is not None:
             state.restore(checkpoint)
@@ -188,7 +190,7 @@ class TrainingRun:
         self._pending.append(result)
         now = time.monotonic()
         draining = self.ctx.draining.is_set()
-        due = now - self._last_checkpoint >= self.ctx.settings.checkpoint_interval_seconds
+        due = now - self._last_checkpoint >= self._checkpoint_every
         if (draining or due) and result.epoch < self._params_epochs():
             self._flush(checkpoint=True)
             return not self._stop and not draining

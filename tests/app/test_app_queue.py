@@ -1,7 +1,8 @@
 """The training queue with real worker processes: enqueue, claim, complete, stop, worker death, exact resume.
 
-Workers run with short timings (workerproc.FAST_WORKER_ENV): heartbeat 0.5 s, dead after 2 s, a
-checkpoint every 0.3 s. Each worker here takes one job at a time, so a signal hits exactly one run.
+Workers run with short timings (workerproc.FAST_WORKER_ENV): heartbeat 0.5 s, dead after 2 s; the
+sessions that get interrupted ask for a checkpoint every 0.2 s. Each worker here takes one job at a
+time, so a signal hits exactly one run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ RESUME_MODEL = {
     "dataset_params": {"n_samples": 200, "noise": 0.2, "seed": 5},
     "layers": [{"width": 16, "activation": "relu", "dropout": 0.1}, {"width": 8, "activation": "tanh"}],
 }
-RESUME_TRAINING = {"epochs": 200, "learning_rate": 0.01, "batch_size": 8, "optimizer": "adam", "seed": 21}
+RESUME_TRAINING = {
+    "epochs": 200,
+    "learning_rate": 0.01,
+    "batch_size": 8,
+    "optimizer": "adam",
+    "seed": 21,
+    # The workers' CHECKPOINT_INTERVAL_SECONDS is the default 60 s: the tests rely on this override.
+    "checkpoint_interval_seconds": 0.2,
+}
 
 
 @pytest.fixture
@@ -260,6 +269,7 @@ def reference_weights(database_url: str) -> dict[str, torch.Tensor]:
         session = start_session(local, model["id"], **RESUME_TRAINING)
         done = wait_for_session(local, session["id"], timeout=120)
         assert (done["status"], done["attempts"], done["resumed_from_epoch"]) == ("completed", 1, None)
+        assert done["checkpoint_interval_seconds"] == 0.2
         weights = final_weights(database_url, model["id"])
     return weights
 

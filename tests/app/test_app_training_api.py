@@ -172,6 +172,10 @@ def params_case(**params: Any) -> Any:
         (params_case(device="tpu"), "device"),
         (params_case(device="CUDA"), "device"),
         (params_case(device=None), "device"),
+        (params_case(checkpoint_interval_seconds=-1), "checkpoint_interval_seconds"),
+        (params_case(checkpoint_interval_seconds=0), "checkpoint_interval_seconds"),
+        (params_case(checkpoint_interval_seconds="often"), "checkpoint_interval_seconds"),
+        (params_case(checkpoint_interval_seconds=10**9), "checkpoint_interval_seconds"),
     ],
 )
 def test_invalid_training_parameters_are_422(client: TestClient, body: dict[str, Any], field: str) -> None:
