@@ -42,10 +42,7 @@ _DEFER_SQL = text(
 )
 # abort => true: a queued job is cancelled, a running one gets abort_requested (its worker is notified).
 _CANCEL_SQL = text("SELECT procrastinate_cancel_job_v1(:job_id, true, false)")
-_RETRY_SQL = text("SELECT procrastinate_retry_job_v2(:job_id, NULL, NULL, NULL, NULL)")
 _FINISH_SQL = text("SELECT procrastinate_finish_job_v1(:job_id, CAST(:status AS procrastinate_job_status), false)")
-# The payload procrastinate's insert trigger sends, so that idle workers fetch a re-queued job at once.
-_NOTIFY_SQL = text("SELECT pg_notify('procrastinate_queue_v1#' || :queue, :payload)")
 
 _LIVE_WORKER_SQL = text(
     """
@@ -77,13 +74,6 @@ def defer(conn: Connection, session_id: int, device: str) -> int:
 
 def cancel(conn: Connection, job_id: int) -> None:
     conn.execute(_CANCEL_SQL, {"job_id": job_id})
-
-
-def retry_now(conn: Connection, job_id: int, device: str) -> None:
-    """Put a job that is `doing` (its worker died) back in its queue, and wake the idle workers."""
-    conn.execute(_RETRY_SQL, {"job_id": job_id})
-    payload = json.dumps({"type": "job_inserted", "job_id": job_id})
-    conn.execute(_NOTIFY_SQL, {"queue": queue_name(device), "payload": payload})
 
 
 def finish(conn: Connection, job_id: int, status: Literal["succeeded", "failed", "aborted"]) -> None:

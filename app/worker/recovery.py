@@ -1,4 +1,4 @@
-"""Stalled-job recovery: jobs whose worker stopped heartbeating go back to the queue (or give up).
+"""Stalled-job recovery: sessions whose worker stopped heartbeating go back to the queue (or give up).
 
 procrastinate finds them (`get_stalled_jobs`: status `doing` and the worker's heartbeat older than
 WORKER_STALLED_SECONDS, or the worker row already pruned) but leaves the decision to the application.
@@ -55,15 +55,19 @@ def recover_job(engine: Engine, job_id: int, stalled_seconds: float, max_failure
             _stop_if_requested(conn, job_id)
             return "finished"
         if session.failures <= max_failures:
+            # A new job rather than procrastinate's retry of this one: should the "dead" worker still be
+            # alive (a network partition), its late report on the old job can then not overwrite the
+            # status of the job its successor runs; its writes to the session are fenced (attempts).
+            queue.finish(conn, job_id, "failed")
+            new_job = queue.defer(conn, session.id, session.device)
             conn.execute(
                 update(TrainingSession)
                 .where(TrainingSession.id == session.id)
-                .values(status=SessionStatus.QUEUED.value)
+                .values(status=SessionStatus.QUEUED.value, job_id=new_job)
             )
-            queue.retry_now(conn, job_id, session.device)
             logger.warning(
                 "stalled training re-queued",
-                extra={"session_id": session.id, "job_id": job_id, "failures": session.failures},
+                extra={"session_id": session.id, "job_id": job_id, "new_job_id": new_job, "failures": session.failures},
             )
             return "retried"
         conn.execute(
