@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import procrastinate
 from procrastinate import JobContext, RetryDecision
@@ -79,10 +80,11 @@ def train_session(context: JobContext, session_id: int) -> str:
         raise
 
 
-async def _register(ctx: WorkerContext, worker: Worker, settings: Settings) -> None:
+async def _register(ctx: WorkerContext, worker: Worker, settings: Settings, on_running: Callable[[], None]) -> None:
     while worker.worker_id is None:
         await asyncio.sleep(0.02)
     worker_id = worker.worker_id
+    on_running()
 
     def write() -> None:
         with ctx.engine.begin() as conn:
@@ -155,10 +157,14 @@ async def run_worker(settings: Settings) -> None:
             ctx.draining.set()
             worker.stop()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
+        def handle_signals() -> None:
+            # Only once the worker runs: Worker.run() forgets a stop() that came before it. A signal before
+            # this point ends the process the default way, which is fine: it has taken no job yet.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal, sig)
+
         side = [
-            asyncio.create_task(_register(ctx, worker, settings), name="register"),
+            asyncio.create_task(_register(ctx, worker, settings, handle_signals), name="register"),
             asyncio.create_task(_sweep(app, ctx, settings), name="sweep"),
         ]
         try:
