@@ -11,6 +11,7 @@ from sqlalchemy.pool import NullPool
 
 from alembic import context
 from app.core.config import normalize_database_url
+from app.core.migrations import include_name
 from app.models import Base
 
 config = context.config
@@ -46,6 +47,7 @@ def run_migrations_online() -> None:
                 target_metadata=target_metadata,
                 compare_type=True,
                 compare_server_default=True,
+                include_name=include_name,
             )
             with context.begin_transaction():
                 context.run_migrations()

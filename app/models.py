@@ -89,6 +89,7 @@ class TrainingSession(Base):
             postgresql_where=text(f"status IN ({_ACTIVE_SQL})"),
         ),
         Index("ix_training_sessions_status_owner_host", "status", "owner_host"),
+        CheckConstraint("device IN ('cpu', 'cuda')", name="device"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -105,14 +106,24 @@ class TrainingSession(Base):
     accuracy: Mapped[float | None] = mapped_column(Float)
     stop_requested: Mapped[bool] = mapped_column(server_default=text("false"))
     error: Mapped[str | None] = mapped_column(Text)
-    # Owner = the process that runs it: host name, pid and a random per-process id (see README, "Ownership").
-    owner_host: Mapped[str] = mapped_column(String(255))
-    owner_pid: Mapped[int]
-    owner_instance: Mapped[str] = mapped_column(String(32))
+    # Owner = the worker process running (or last running) it; NULL while it waits for its first worker.
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None]
+    owner_instance: Mapped[str | None] = mapped_column(String(32))
     heartbeat_at: Mapped[datetime] = mapped_column(server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The procrastinate job that runs it (procrastinate_jobs.id; no foreign key: that schema is the library's).
+    job_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # Runs started by workers; also the fencing token: a run writes only while attempts is still its own.
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    # Worker deaths and internal errors so far (JOB_MAX_FAILURES of them are survived).
+    failures: Mapped[int] = mapped_column(server_default=text("0"))
+    # Requested checkpoint interval; NULL: the worker's CHECKPOINT_INTERVAL_SECONDS.
+    checkpoint_interval_seconds: Mapped[float | None] = mapped_column(Float)
+    # The checkpoint epoch the latest run resumed from (NULL: it started from scratch).
+    resumed_from_epoch: Mapped[int | None]
 
 
 class EpochMetric(Base):
@@ -124,6 +135,31 @@ class EpochMetric(Base):
     epoch: Mapped[int] = mapped_column(primary_key=True)
     loss: Mapped[float] = mapped_column(Float)
     accuracy: Mapped[float | None] = mapped_column(Float)
+
+
+class TrainingCheckpoint(Base):
+    """The latest checkpoint of a session: everything needed to resume it exactly (see app.ml.training)."""
+
+    __tablename__ = "training_checkpoints"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("training_sessions.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class TrainingWorker(Base):
+    """What a procrastinate worker is (host, release, device); its heartbeat is procrastinate's own row."""
+
+    __tablename__ = "training_workers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # procrastinate_workers.id
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    release_id: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(16))
+    concurrency: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class ModelWeights(Base):

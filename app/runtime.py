@@ -15,11 +15,9 @@ from app.core.config import Settings
 from app.core.db import check_connection, create_db_engine, create_read_pool, create_session_factory
 from app.core.migrations import script_revisions
 from app.ml.device import resolve_device
-from app.services.ownership import Owner
 from app.services.predictor import PredictorCache
 from app.services.readiness import ReadinessMonitor
 from app.services.reads import Reads
-from app.services.trainer import TrainingManager
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +30,6 @@ class Runtime:
     device: torch.device
     alembic_head: str
     known_revisions: frozenset[str]
-    trainer: TrainingManager
     read_pool: AsyncConnectionPool
     reads: Reads
     predictor: PredictorCache
@@ -40,7 +37,7 @@ class Runtime:
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
-        """Validate the environment (raises ConfigError with a safe message) and start the trainer."""
+        """Validate the environment (raises ConfigError with a safe message). Web processes never train."""
         device = resolve_device(settings.torch_device)
         head, known = script_revisions(settings.alembic_script_location)
         engine = create_db_engine(settings)
@@ -50,8 +47,6 @@ class Runtime:
             engine.dispose()
             raise
         session_factory = create_session_factory(engine)
-        trainer = TrainingManager(settings, engine, session_factory, device, Owner())
-        trainer.start()
         read_pool = create_read_pool(settings)
         reads = Reads(read_pool)
         readiness = ReadinessMonitor(
@@ -69,7 +64,6 @@ class Runtime:
             device,
             head,
             known,
-            trainer,
             read_pool,
             reads,
             PredictorCache(reads),
@@ -80,7 +74,6 @@ class Runtime:
         """The async half of start-up; runs in the event loop that will serve requests."""
         await self.read_pool.open(wait=True, timeout=10)
         await self.readiness.start()
-        owner = self.trainer.owner
         logger.info(
             "started",
             extra={
@@ -88,14 +81,12 @@ class Runtime:
                 "device": self.device.type,
                 "database": self.settings.database_url_masked,
                 "alembic_head": self.alembic_head,
-                "owner": f"{owner.host}/{owner.pid}/{owner.instance}",
             },
         )
 
     async def aclose(self) -> None:
-        """Stop trainings (marking them interrupted) and release every connection."""
-        await self.readiness.stop()  # first: /readyz says "shutting down" while the trainings stop
-        await anyio.to_thread.run_sync(self.trainer.shutdown)
+        """Release every connection (trainings run in the workers and are not affected)."""
+        await self.readiness.stop()  # first: /readyz says "shutting down"
         await self.read_pool.close()
-        self.engine.dispose()
+        await anyio.to_thread.run_sync(self.engine.dispose)  # closing connections may wait on the network
         logger.info("stopped")

@@ -31,6 +31,7 @@ import httpx  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from appserver import AppServer  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
+from workerproc import WorkerProcess  # noqa: E402
 
 from alembic import command  # noqa: E402
 
@@ -238,7 +239,9 @@ def main() -> int:
 
         server = AppServer({"DATABASE_URL": url}, workers=2).start(wait=False)
         ready_s = server.wait_ready(timeout=120)
-        model_id = train_model(server.base_url)
+        # Trainings run in a worker process; it is stopped before the load so it takes no CPU from it.
+        with WorkerProcess(url):
+            model_id = train_model(server.base_url)
         workers = worker_pids(server)
         pg_pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
         results = run_load(server.port, model_id, args.requests, args.concurrency, workers, pg_pid)

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 
-from app.api.deps import DbDep, ModelId, RuntimeDep, SessionId
+from app.api.deps import DbDep, ModelId, RuntimeDep, SessionId, SettingsDep
 from app.api.limits import check_training
 from app.ml.training import TrainingParams
 from app.models import NetworkModel, TrainingSession
 from app.schemas.common import ValidationErrorOut, error_responses
-from app.schemas.training import MetricsOut, SessionList, SessionOut, TrainingCreate
+from app.schemas.training import MetricsOut, SessionList, SessionOut, TrainingCreate, WorkerList, WorkerOut
+from app.services import queue
 from app.services import sessions as service
 from app.services.errors import NotFoundError
 
@@ -25,10 +26,11 @@ router = APIRouter(tags=["training"])
     responses={**error_responses(404, 409, 429), 422: {"model": ValidationErrorOut}},
 )
 def start_training(model_id: ModelId, body: TrainingCreate, db: DbDep, runtime: RuntimeDep) -> SessionOut:
-    """Queue a training run. 429 when this server already runs MAX_CONCURRENT_TRAININGS sessions."""
+    """Queue a training run for the workers (202). 409 for device cuda with no live CUDA worker;
+    429 when MAX_CONCURRENT_TRAININGS sessions are queued or running."""
     check_training(body, runtime.settings)
     params = TrainingParams(body.epochs, body.learning_rate, body.batch_size, body.optimizer, body.seed)
-    row = runtime.trainer.start_session(db, model_id, params)
+    row = service.start_session(db, model_id, params, body.device, runtime.settings, body.checkpoint_interval_seconds)
     return SessionOut.model_validate(row, from_attributes=True)
 
 
@@ -66,8 +68,14 @@ async def get_metrics(
 
 
 @router.post("/sessions/{session_id}/stop", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(404, 409))
-def stop_session(session_id: SessionId, db: DbDep, runtime: RuntimeDep) -> SessionOut:
-    """Ask a session to stop; honoured within one metrics flush by whichever process runs it."""
+def stop_session(session_id: SessionId, db: DbDep) -> SessionOut:
+    """Stop a session: a queued one at once, a running one within a batch or two on its worker."""
     row = service.request_stop(db, session_id)
-    runtime.trainer.stop_local(session_id)
     return SessionOut.model_validate(row, from_attributes=True)
+
+
+@router.get("/workers", tags=["workers"])
+def list_workers(db: DbDep, settings: SettingsDep) -> WorkerList:
+    """Training workers that registered and have not been pruned (dead ones show alive = false first)."""
+    workers = queue.list_workers(db.connection(), settings.worker_stalled_seconds)
+    return WorkerList(items=[WorkerOut.model_validate(w, from_attributes=True) for w in workers])

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     torch_device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(1, ge=1, le=64)
-    training_workers: int = Field(2, ge=1, le=64)
-    max_concurrent_trainings: int = Field(4, ge=1, le=1000)
+    # Queued + running trainings across the whole deployment; more get 429.
+    max_concurrent_trainings: int = Field(100, ge=1, le=100_000)
     max_epochs: int = Field(1000, ge=1, le=100_000)
     max_layers: int = Field(8, ge=1, le=64)
     max_width: int = Field(256, ge=1, le=4096)
@@ -62,8 +62,15 @@ class Settings(BaseSettings):
     max_grid_resolution: int = Field(200, ge=2, le=1000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     db_pool_size: int = Field(10, ge=1, le=200)
-    session_heartbeat_seconds: float = Field(10.0, gt=0, le=3600)
-    session_stale_seconds: float = Field(60.0, gt=0, le=86_400)
+    # Training workers (python -m app.worker); the web processes read the heartbeat settings too.
+    worker_device: Literal["cpu", "cuda"] = "cpu"
+    worker_concurrency: int = Field(1, ge=1, le=64)
+    worker_heartbeat_seconds: float = Field(5.0, gt=0, le=3600)
+    worker_stalled_seconds: float = Field(30.0, gt=0, le=86_400)
+    worker_poll_seconds: float = Field(2.0, gt=0, le=3600)
+    checkpoint_interval_seconds: float = Field(60.0, gt=0, le=86_400)
+    # Worker deaths and internal errors a session survives (resuming from its checkpoint) before it is interrupted.
+    job_max_failures: int = Field(3, ge=0, le=1000)
     ready_check_interval: float = Field(2.0, gt=0, le=3600)
     release_id: str = "dev"
     git_sha: str = "unknown"
@@ -90,6 +97,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("worker_stalled_seconds")
+    @classmethod
+    def _stalled_after_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        heartbeat = info.data.get("worker_heartbeat_seconds")
+        if heartbeat is not None and value <= 2 * heartbeat:
+            raise ValueError("must be more than twice WORKER_HEARTBEAT_SECONDS (a late heartbeat is not a death)")
+        return value
 
     @property
     def sqlalchemy_url(self) -> URL:

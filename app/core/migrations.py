@@ -13,6 +13,11 @@ from psycopg.errors import UndefinedTable
 from app.core.config import ConfigError
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """For Alembic's autogenerate/check: procrastinate's tables are the library's schema, not our models."""
+    return not (type_ == "table" and (name or "").startswith("procrastinate_"))
+
+
 def script_revisions(location: Path) -> tuple[str, frozenset[str]]:
     """The single head revision the code expects and every revision it knows; computed once at start-up."""
     if not (location / "versions").is_dir():

@@ -9,13 +9,16 @@ import torch
 from app.core.config import ConfigError
 
 
-def resolve_device(setting: str) -> torch.device:
-    """`auto` picks CUDA when present; `cuda` without a usable GPU is a start-up error, not a silent fallback."""
+def resolve_device(setting: str, name: str = "TORCH_DEVICE") -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a usable GPU is a start-up error, not a silent fallback.
+
+    `name` is the setting the value came from, for the message (WORKER_DEVICE for training workers).
+    """
     if setting == "cpu":
         return torch.device("cpu")
     available = torch.cuda.is_available()
     if setting == "cuda" and not available:
-        raise ConfigError("TORCH_DEVICE=cuda but CUDA is not available on this host (use auto or cpu)")
+        raise ConfigError(f"{name}=cuda but CUDA is not available on this host (use cpu, or another host)")
     return torch.device("cuda" if available else "cpu")
 
 

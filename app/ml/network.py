@@ -14,6 +14,31 @@ from torch import nn
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
+class SeededDropout(nn.Module):
+    """Dropout whose masks come from `generator` when one is set (torch's global RNG otherwise).
+
+    Training sets a private generator: its state goes into checkpoints, so a resumed run draws the
+    same masks as an uninterrupted one, and concurrent trainings in other threads cannot disturb it.
+    Masks are drawn on the CPU (the generator lives there) and moved to the input's device.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.generator is None:
+            return nn.functional.dropout(x, self.p, training=True)
+        keep = torch.rand(x.shape, generator=self.generator) >= self.p
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     width: int
@@ -39,7 +64,7 @@ def build_network(
     for layer in layers:
         modules += [nn.Linear(fan_in, layer.width), ACTIVATIONS[layer.activation]()]
         if layer.dropout > 0:
-            modules.append(nn.Dropout(layer.dropout))
+            modules.append(SeededDropout(layer.dropout))
         fan_in = layer.width
     modules.append(nn.Linear(fan_in, output_dim))
     net = nn.Sequential(*modules)

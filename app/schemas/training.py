@@ -17,6 +17,16 @@ class TrainingCreate(StrictModel):
     batch_size: int = Field(32, ge=1, le=65_536, description="Server limit MAX_BATCH_SIZE applies.")
     optimizer: Literal["sgd", "adam"] = "adam"
     seed: Seed = 0
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when a CUDA worker is alive, else CPU. cuda without one is a 409."
+    )
+    checkpoint_interval_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="Seconds between checkpoints of this training; default: the worker's CHECKPOINT_INTERVAL_SECONDS.",
+    )
 
 
 class SessionOut(BaseModel):
@@ -34,8 +44,11 @@ class SessionOut(BaseModel):
     accuracy: float | None
     stop_requested: bool
     error: str | None
-    owner_host: str
-    owner_pid: int
+    owner_host: str | None
+    owner_pid: int | None
+    checkpoint_interval_seconds: float | None
+    attempts: int = Field(description="Runs started by workers (1 + resumptions).")
+    resumed_from_epoch: int | None = Field(description="Checkpoint epoch the latest run resumed from.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -55,3 +68,20 @@ class MetricsOut(BaseModel):
     session_id: int
     status: SessionStatus
     items: list[EpochOut]
+
+
+class WorkerOut(BaseModel):
+    id: int
+    host: str
+    pid: int
+    release_id: str
+    device: str
+    concurrency: int
+    started_at: datetime
+    last_heartbeat: datetime
+    alive: bool = Field(description="Heartbeat within WORKER_STALLED_SECONDS.")
+    running_jobs: int
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]

@@ -1,7 +1,7 @@
 """Hot reads on the event loop: the endpoints clients poll or hammer (model, session, metrics,
 prediction) query through a psycopg async pool instead of ORM sessions in the thread pool. Under load,
 a thread-pool hop plus a transaction (BEGIN ... ROLLBACK) per request costs several times the query
-itself. Writes stay on the ORM (app.services.models / sessions / trainer).
+itself. Writes stay on the ORM (app.services.models / sessions, app.worker).
 """
 
 from __future__ import annotations

@@ -1,22 +1,20 @@
-"""Database operations on training sessions that do not need the trainer itself."""
+"""Training sessions on the web side: create and queue, stop. Training itself runs in app.worker."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.models import ACTIVE_STATUSES, SessionStatus, TrainingSession
-from app.services.errors import ConflictError, NotFoundError
-from app.services.ownership import Owner, owner_is_gone
+from app.core.config import Settings
+from app.ml.training import TrainingParams
+from app.models import ACTIVE_STATUSES, NetworkModel, SessionStatus, TrainingSession
+from app.services import queue
+from app.services.errors import BusyError, ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)
-
-INTERRUPTED_LOCAL = "the process running this session ended before it finished"
-INTERRUPTED_STALE = "the process running this session stopped sending heartbeats"
-INTERRUPTED_SHUTDOWN = "the server shut down before the session finished"
 
 
 def get_session(db: Session, session_id: int) -> TrainingSession:
@@ -26,10 +24,70 @@ def get_session(db: Session, session_id: int) -> TrainingSession:
     return row
 
 
-def request_stop(db: Session, session_id: int) -> TrainingSession:
-    """Flag a session to stop. Works from any process: the owner's trainer polls the flag.
+def resolve_device(db: Session, requested: str, settings: Settings) -> str:
+    """`auto`: CUDA when a CUDA worker is alive, else CPU. `cuda` with no live CUDA worker is a 409."""
+    if requested == "cpu":
+        return "cpu"
+    cuda_alive = queue.has_live_worker(db.connection(), "cuda", settings.worker_stalled_seconds)
+    if requested == "cuda" and not cuda_alive:
+        raise ConflictError(
+            "device cuda was requested but no CUDA training worker is running (no heartbeat within "
+            f"{settings.worker_stalled_seconds:g} s); use device auto or cpu, or start a worker with WORKER_DEVICE=cuda"
+        )
+    return "cuda" if cuda_alive else "cpu"
 
-    A session still waiting in the queue is stopped right here; the owner's worker then skips it.
+
+def start_session(
+    db: Session,
+    model_id: int,
+    params: TrainingParams,
+    requested_device: str,
+    settings: Settings,
+    checkpoint_interval_seconds: float | None = None,
+) -> TrainingSession:
+    """Create a queued session and its job in one transaction. 429 when the deployment is at capacity."""
+    if db.get(NetworkModel, model_id) is None:
+        raise NotFoundError(f"model {model_id} not found")
+    device = resolve_device(db, requested_device, settings)
+    active = db.scalar(select(func.count()).where(TrainingSession.status.in_(ACTIVE_STATUSES)))
+    if active is not None and active >= settings.max_concurrent_trainings:
+        raise BusyError(
+            f"too many trainings queued or running (limit {settings.max_concurrent_trainings}); retry when one finishes"
+        )
+    row = TrainingSession(
+        model_id=model_id,
+        status=SessionStatus.QUEUED.value,
+        epochs=params.epochs,
+        learning_rate=params.learning_rate,
+        batch_size=params.batch_size,
+        optimizer=params.optimizer,
+        seed=params.seed,
+        device=device,
+        checkpoint_interval_seconds=checkpoint_interval_seconds,
+    )
+    db.add(row)
+    try:
+        db.flush()  # the id, for the job's arguments; nothing is committed yet
+        row.job_id = queue.defer(db.connection(), row.id, device)
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        if db.get(NetworkModel, model_id) is None:
+            raise NotFoundError(f"model {model_id} not found") from None
+        raise ConflictError(
+            f"model {model_id} already has a queued or running training session; stop it first"
+        ) from None
+    db.refresh(row)
+    logger.info("training queued", extra={"session_id": row.id, "job_id": row.job_id, "device": device})
+    return row
+
+
+def request_stop(db: Session, session_id: int) -> TrainingSession:
+    """Stop a session from any process: a queued one ends here, a running one's worker is told to abort.
+
+    The session update and the job cancellation commit together. A running job gets procrastinate's
+    abort request (its worker hears it by LISTEN/NOTIFY and the training checks it between batches);
+    the worker also reads `stop_requested` back with every metrics flush, as a fallback.
     """
     queued = TrainingSession.status == SessionStatus.QUEUED
     stopped = db.execute(
@@ -40,77 +98,12 @@ def request_stop(db: Session, session_id: int) -> TrainingSession:
             status=case((queued, SessionStatus.STOPPED.value), else_=TrainingSession.status),
             finished_at=case((queued, func.now()), else_=TrainingSession.finished_at),
         )
-        .returning(TrainingSession.id)
+        .returning(TrainingSession.id, TrainingSession.job_id)
     ).first()
+    if stopped is not None and stopped.job_id is not None:
+        queue.cancel(db.connection(), stopped.job_id)
     db.commit()
     row = get_session(db, session_id)
     if stopped is None:
         raise ConflictError(f"training session {session_id} is {row.status}, not running; nothing to stop")
     return row
-
-
-def _mark_interrupted(conn: Connection, ids: Sequence[int], reason: str) -> list[int]:
-    if not ids:
-        return []
-    result = conn.execute(
-        update(TrainingSession)
-        .where(TrainingSession.id.in_(ids), TrainingSession.status.in_(ACTIVE_STATUSES))
-        .values(status=SessionStatus.INTERRUPTED.value, error=reason, finished_at=func.now())
-        .returning(TrainingSession.id)
-    )
-    return [row.id for row in result]
-
-
-def interrupt(engine: Engine, ids: Sequence[int], reason: str) -> list[int]:
-    with engine.begin() as conn:
-        return _mark_interrupted(conn, ids, reason)
-
-
-def recover_local_sessions(engine: Engine, me: Owner) -> list[int]:
-    """Mark sessions of this host whose owner process is gone as interrupted (see app.services.ownership)."""
-    with engine.begin() as conn:
-        rows = conn.execute(
-            select(TrainingSession.id, TrainingSession.owner_pid, TrainingSession.owner_instance).where(
-                TrainingSession.status.in_(ACTIVE_STATUSES), TrainingSession.owner_host == me.host
-            )
-        ).all()
-        dead = [row.id for row in rows if owner_is_gone(me, row.owner_pid, row.owner_instance)]
-        return _mark_interrupted(conn, dead, INTERRUPTED_LOCAL)
-
-
-def sweep_stale_sessions(engine: Engine, me: Owner, stale_seconds: float) -> list[int]:
-    """Mark sessions of any host whose owner stopped heartbeating as interrupted."""
-    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, stale_seconds)
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(TrainingSession)
-            .where(
-                TrainingSession.status.in_(ACTIVE_STATUSES),
-                TrainingSession.owner_instance != me.instance,
-                TrainingSession.heartbeat_at < cutoff,
-            )
-            .values(status=SessionStatus.INTERRUPTED.value, error=INTERRUPTED_STALE, finished_at=func.now())
-            .returning(TrainingSession.id)
-        )
-        return [row.id for row in result]
-
-
-def heartbeat(engine: Engine, me: Owner) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(TrainingSession)
-            .where(TrainingSession.owner_instance == me.instance, TrainingSession.status.in_(ACTIVE_STATUSES))
-            .values(heartbeat_at=func.now())
-        )
-
-
-def interrupt_own_sessions(engine: Engine, me: Owner) -> list[int]:
-    """At shutdown: whatever this process still has queued or running is interrupted."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(TrainingSession)
-            .where(TrainingSession.owner_instance == me.instance, TrainingSession.status.in_(ACTIVE_STATUSES))
-            .values(status=SessionStatus.INTERRUPTED.value, error=INTERRUPTED_SHUTDOWN, finished_at=func.now())
-            .returning(TrainingSession.id)
-        )
-        return [row.id for row in result]

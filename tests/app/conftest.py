@@ -25,6 +25,7 @@ import pytest
 from alembic.config import Config
 from pgcluster import PgCluster
 from starlette.exceptions import StarletteDeprecationWarning
+from workerproc import WorkerProcess
 
 from alembic import command
 from app.core.config import Settings, load_settings
@@ -40,7 +41,6 @@ _db_counter = itertools.count(1)
 
 # Small limits keep fuzzed or careless trainings cheap on a 2-core machine.
 TEST_LIMITS = {
-    "training_workers": 2,
     "max_concurrent_trainings": 3,
     "max_epochs": 2000,
     "max_layers": 6,
@@ -54,6 +54,9 @@ TEST_LIMITS = {
     "torch_device": "cpu",
     "release_id": "test-release",
     "git_sha": "0123abc",
+    # As the test workers run (workerproc.FAST_WORKER_ENV): liveness judged within seconds.
+    "worker_heartbeat_seconds": 0.5,
+    "worker_stalled_seconds": 2,
 }
 
 
@@ -116,6 +119,17 @@ def unhandled_errors(app: object) -> int:
 @pytest.fixture
 def clean_db(database_url: str) -> None:
     """Truncate every table before the test (the schema stays). Ids keep counting up, so a late worker
-    of an earlier test can never mistake a new row for its own."""
+    of an earlier test can never mistake a new row for its own. Workers are kept (a module's worker
+    fixture outlives tests); their jobs go."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE models, training_sessions, epoch_metrics, model_weights CASCADE")
+        conn.execute(
+            "TRUNCATE models, training_sessions, epoch_metrics, model_weights, training_checkpoints,"
+            " procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers CASCADE"
+        )
+
+
+@pytest.fixture(scope="module")
+def worker(database_url: str) -> Iterator[WorkerProcess]:
+    """One CPU training worker process for the module (web processes never train)."""
+    with WorkerProcess(database_url, WORKER_CONCURRENCY="2") as proc:
+        yield proc

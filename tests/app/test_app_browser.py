@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from workerproc import WorkerProcess
 
 from tests.browser.playground import CHROMEDRIVER, CHROMIUM, PlaygroundError, drive_playground, spki_hash
 
@@ -49,7 +50,7 @@ def require_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str) -> Iterator[AppServer]:
+def server(database_url: str, worker: WorkerProcess) -> Iterator[AppServer]:
     require_browser()
     with AppServer({"DATABASE_URL": database_url, "TORCH_DEVICE": "cpu", "RELEASE_ID": "browser"}) as app_server:
         yield app_server

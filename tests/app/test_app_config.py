@@ -69,8 +69,32 @@ def test_invalid_database_url_is_explained_without_the_password(raw: str) -> Non
 
 
 def test_out_of_range_limit_is_rejected() -> None:
-    with pytest.raises(ConfigError, match=r"TRAINING_WORKERS"):
-        load_settings(database_url="postgresql://u@h/d", training_workers=0)
+    with pytest.raises(ConfigError, match=r"WORKER_CONCURRENCY"):
+        load_settings(database_url="postgresql://u@h/d", worker_concurrency=0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("CHECKPOINT_INTERVAL_SECONDS", "0"),
+        ("CHECKPOINT_INTERVAL_SECONDS", "-5"),
+        ("CHECKPOINT_INTERVAL_SECONDS", "often"),
+        ("WORKER_DEVICE", "tpu"),
+        ("WORKER_DEVICE", "auto"),  # a worker serves one queue: it must say which
+        ("WORKER_HEARTBEAT_SECONDS", "0"),
+        ("JOB_MAX_FAILURES", "-1"),
+    ],
+)
+def test_bad_worker_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, setting: str, value: str) -> None:
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(ConfigError, match=setting):
+        load_settings(database_url="postgresql://u@h/d")
+
+
+def test_stall_timeout_must_exceed_two_heartbeats() -> None:
+    with pytest.raises(ConfigError, match=r"WORKER_STALLED_SECONDS must be more than twice WORKER_HEARTBEAT_SECONDS"):
+        load_settings(database_url="postgresql://u@h/d", worker_heartbeat_seconds=5, worker_stalled_seconds=10)
+    assert load_settings(database_url="postgresql://u@h/d", worker_heartbeat_seconds=5).worker_stalled_seconds == 30
 
 
 def test_readiness_max_age_derives_from_the_check_interval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,6 +146,8 @@ def test_torch_device_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(ConfigError, match=r"TORCH_DEVICE=cuda but CUDA is not available"):
         resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"WORKER_DEVICE=cuda but CUDA is not available"):
+        resolve_device("cuda", "WORKER_DEVICE")
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert resolve_device("auto").type == "cuda"
     assert resolve_device("cpu").type == "cpu"

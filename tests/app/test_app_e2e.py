@@ -12,8 +12,7 @@ import pytest
 from appserver import REPO_ROOT, AppServer
 from helpers import LONG_DATA, LONG_TRAINING, create_model, start_session, wait_for_session
 from pgcluster import free_port
-
-from app.services.sessions import INTERRUPTED_LOCAL, INTERRUPTED_SHUTDOWN
+from workerproc import WorkerProcess
 
 POINTS = [[0.6, 0.7], [-0.6, 0.7], [-0.4, -0.8], [0.9, -0.2], [0.2, 0.3]]
 
@@ -45,7 +44,9 @@ def assert_json_logs(server: AppServer) -> None:
 
 
 @pytest.mark.usefixtures("clean_db")
-def test_train_restart_and_share_between_processes(servers: list[AppServer], database_url: str) -> None:
+def test_train_restart_and_share_between_processes(
+    servers: list[AppServer], database_url: str, worker: WorkerProcess
+) -> None:
     first, second = launch(servers, database_url, count=2)
     with first.client() as a, second.client() as b:
         model = create_model(a, "e2e-xor", dataset_params={"n_samples": 400, "noise": 0.05, "seed": 2})
@@ -78,7 +79,8 @@ def test_train_restart_and_share_between_processes(servers: list[AppServer], dat
         assert after == before  # same weights, loaded from PostgreSQL by a fresh process
         assert c.get("/version").json()["release_id"] == "e2e"
 
-        # Graceful shutdown (SIGTERM) interrupts a running session and exits cleanly.
+        # A web process that stops (SIGTERM) exits cleanly and leaves the trainings alone: they run
+        # in the worker, and any other web process can stop them.
         long_model = create_model(c, "e2e-long", dataset_params=LONG_DATA)
         long_session = start_session(c, long_model["id"], **LONG_TRAINING)
         wait_for_session(c, long_session["id"], {"running"})
@@ -86,35 +88,11 @@ def test_train_restart_and_share_between_processes(servers: list[AppServer], dat
     assert restarted.terminate() in (0, -signal.SIGTERM)
     assert any(r["msg"] == "stopped" and r["logger"] == "app.runtime" for r in restarted.log_records())
     with second.client() as b:
-        stopped = b.get(f"/api/sessions/{long_session['id']}").json()
-    assert stopped["status"] == "interrupted"
-    assert stopped["error"] == INTERRUPTED_SHUTDOWN
+        running = b.get(f"/api/sessions/{long_session['id']}").json()
+        assert (running["status"], running["owner_pid"]) == ("running", worker.pid)
+        assert b.post(f"/api/sessions/{long_session['id']}/stop").status_code == 202
+        assert wait_for_session(b, long_session["id"], timeout=30)["status"] == "stopped"
     assert_json_logs(restarted)
-
-
-@pytest.mark.usefixtures("clean_db")
-def test_sessions_of_a_killed_process_are_interrupted_at_restart(servers: list[AppServer], database_url: str) -> None:
-    victim, bystander = launch(servers, database_url, count=2)
-    with victim.client() as v, bystander.client() as b:
-        victim_session = start_session(v, create_model(v, "victim", dataset_params=LONG_DATA)["id"], **LONG_TRAINING)
-        bystander_session = start_session(
-            b, create_model(b, "bystander", dataset_params=LONG_DATA)["id"], **LONG_TRAINING
-        )
-        wait_for_session(v, victim_session["id"], {"running"})
-        wait_for_session(b, bystander_session["id"], {"running"})
-    victim.kill()  # SIGKILL: no shutdown hook runs; the database still says "running"
-    with bystander.client() as b:
-        assert b.get(f"/api/sessions/{victim_session['id']}").json()["status"] == "running"
-
-    (successor,) = launch(servers, database_url)
-    with successor.client() as s:
-        recovered = s.get(f"/api/sessions/{victim_session['id']}").json()
-        assert recovered["status"] == "interrupted"
-        assert recovered["error"] == INTERRUPTED_LOCAL
-        # A live process's session on the same host is left alone.
-        assert s.get(f"/api/sessions/{bystander_session['id']}").json()["status"] == "running"
-        assert s.post(f"/api/sessions/{bystander_session['id']}/stop").status_code == 202
-        assert wait_for_session(s, bystander_session["id"], timeout=30)["status"] == "stopped"
 
 
 def test_start_up_errors_are_clear_and_keep_the_password_secret() -> None:
@@ -149,3 +127,37 @@ def test_start_up_errors_are_clear_and_keep_the_password_secret() -> None:
     assert "DATABASE_URL: cannot connect to postgresql+psycopg://app:***@127.0.0.1:" in outputs["unreachable"]
     assert "DATABASE_URL is not set" in outputs["missing"]
     assert "TORCH_DEVICE=cuda but CUDA is not available" in outputs["no-cuda"]
+
+
+def test_worker_start_up_errors_are_clear_and_keep_the_password_secret() -> None:
+    secret = "hunter2-not-logged"
+    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    url = f"postgresql://app:{secret}@127.0.0.1:{free_port()}/nnp"
+    runs = {
+        "unreachable": {**base, "DATABASE_URL": url, "WORKER_DEVICE": "cpu"},
+        "no-cuda": {**base, "DATABASE_URL": url, "WORKER_DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": ""},
+        "bad-interval": {**base, "DATABASE_URL": url, "CHECKPOINT_INTERVAL_SECONDS": "-1"},
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "app.worker"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for name, env in runs.items()
+    }
+    try:
+        outputs = {name: proc.communicate(timeout=60)[0].decode() for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for name, proc in procs.items():
+        assert proc.returncode == 2, outputs[name]
+        assert secret not in outputs[name]
+    assert "DATABASE_URL: cannot connect to postgresql+psycopg://app:***@127.0.0.1:" in outputs["unreachable"]
+    assert "WORKER_DEVICE=cuda but CUDA is not available" in outputs["no-cuda"]
+    assert "CHECKPOINT_INTERVAL_SECONDS" in outputs["bad-interval"]

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import get_client, shutdown_lifespans
+from workerproc import WorkerProcess
 
 from app.factory import create_app
 
@@ -62,7 +63,7 @@ CASES = _cases()
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(database_url: str) -> Iterator[tuple[schemathesis.BaseSchema, FastAPI]]:
+def fuzz_target(database_url: str, worker: WorkerProcess) -> Iterator[tuple[schemathesis.BaseSchema, FastAPI]]:
     app = create_app(
         make_settings(database_url, max_epochs=3, max_samples=100, max_width=16, max_layers=3, max_batch_size=64)
     )

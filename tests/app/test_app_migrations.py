@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from alembic import command
 from app.core.config import normalize_database_url
+from app.core.migrations import include_name
 from app.models import Base
 
 
@@ -35,6 +36,40 @@ def tables(url: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+PROCRASTINATE_TABLES = {
+    "procrastinate_jobs",
+    "procrastinate_workers",
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+}
+
+
+def procrastinate_objects(url: str) -> int:
+    """Functions and types left behind by procrastinate's schema."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_proc WHERE proname LIKE 'procrastinate%%')"
+            " + (SELECT count(*) FROM pg_type WHERE typname LIKE 'procrastinate%%')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_vendored_procrastinate_schema_is_the_pinned_release(empty_db: str) -> None:
+    """The migration's copy is byte for byte the schema of the procrastinate version in requirements.txt."""
+    import importlib.metadata
+    import importlib.resources
+
+    pinned = next(
+        line.split("==")[1].strip()
+        for line in (REPO_ROOT / "app" / "requirements.txt").read_text().splitlines()
+        if line.startswith("procrastinate==")
+    )
+    assert importlib.metadata.version("procrastinate") == pinned
+    library = importlib.resources.files("procrastinate.sql").joinpath("schema.sql").read_text()
+    assert (REPO_ROOT / "alembic" / "procrastinate" / f"schema-{pinned}.sql").read_text() == library
+
+
 def revision(url: str) -> str | None:
     engine = create_engine(normalize_database_url(url), poolclass=NullPool)
     with engine.connect() as conn:
@@ -45,10 +80,15 @@ def test_upgrade_downgrade_upgrade(empty_db: str) -> None:
     cfg = alembic_config(empty_db)
     head = ScriptDirectory.from_config(cfg).get_current_head()
     expected = {"alembic_version", "models", "training_sessions", "epoch_metrics", "model_weights"}
+    expected |= {"training_checkpoints", "training_workers", *PROCRASTINATE_TABLES}
 
     command.upgrade(cfg, "head")
     assert tables(empty_db) == expected
     assert revision(empty_db) == head
+
+    command.downgrade(cfg, "0001")  # procrastinate's schema goes with 0002, types and functions included
+    assert tables(empty_db) == {"alembic_version", "models", "training_sessions", "epoch_metrics", "model_weights"}
+    assert procrastinate_objects(empty_db) == 0
 
     command.downgrade(cfg, "base")
     assert tables(empty_db) == {"alembic_version"}
@@ -74,7 +114,8 @@ def test_drift_would_be_detected(empty_db: str) -> None:
     Table("not_migrated", metadata, Column("id", Integer, primary_key=True))
     engine = create_engine(normalize_database_url(empty_db), poolclass=NullPool)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
+        diff = compare_metadata(context, metadata)
     assert [op[0] for op in diff] == ["add_table"]
     assert diff[0][1].name == "not_migrated"
 

@@ -9,13 +9,14 @@ from app.ml.datasets import DATASETS, MAX_NOISE, generate
 from app.ml.inference import LoadedModel, boundary, predict
 from app.ml.network import (
     LayerSpec,
+    SeededDropout,
     build_network,
     layer_specs,
     load_state_dict_bytes,
     parameter_count,
     state_dict_to_bytes,
 )
-from app.ml.training import EpochResult, TrainingDivergedError, TrainingParams, train
+from app.ml.training import CheckpointError, EpochResult, TrainingDivergedError, TrainingParams, TrainState, train
 
 CPU = torch.device("cpu")
 
@@ -59,7 +60,7 @@ def test_parameter_count_matches_torch() -> None:
     layers = [LayerSpec(16, "relu"), LayerSpec(8, "tanh", dropout=0.2), LayerSpec(4, "sigmoid")]
     net = build_network(2, 3, layers, seed=0)
     assert parameter_count(2, 3, layers) == sum(p.numel() for p in net.parameters())
-    assert any(isinstance(m, torch.nn.Dropout) for m in net)
+    assert any(isinstance(m, SeededDropout) for m in net)
 
 
 def test_seeded_initialisation_is_reproducible_and_weights_round_trip() -> None:
@@ -77,7 +78,7 @@ def run(name: str, epochs: int, lr: float = 0.03, optimizer: str = "adam") -> tu
     net = build_network(2, data.spec.output_dim, [LayerSpec(8, "tanh"), LayerSpec(8, "tanh")], seed=0)
     seen: list[EpochResult] = []
     params = TrainingParams(epochs=epochs, learning_rate=lr, batch_size=32, optimizer=optimizer, seed=0)
-    done = train(net, data, params, CPU, lambda r: seen.append(r) is None, lambda: False)
+    done = train(TrainState(net, params, CPU), data, lambda r: seen.append(r) is None, lambda: False)
     assert done == len(seen)
     return net, seen
 
@@ -104,8 +105,9 @@ def test_on_epoch_false_stops_and_should_stop_interrupts() -> None:
     data = generate("xor", 100, 0.0, seed=0)
     net = build_network(2, 2, [LayerSpec(4, "relu")], seed=0)
     params = TrainingParams(epochs=50, learning_rate=0.01, batch_size=10, optimizer="sgd", seed=0)
-    assert train(net, data, params, CPU, lambda r: r.epoch < 3, lambda: False) == 3
-    assert train(net, data, params, CPU, lambda r: True, lambda: True) == 0
+    state = TrainState(net, params, CPU)
+    assert train(state, data, lambda r: r.epoch < 3, lambda: False) == 3
+    assert train(state, data, lambda r: True, lambda: True) == 3  # stopped before a batch of epoch 4
 
 
 def test_divergence_is_reported() -> None:
@@ -113,7 +115,7 @@ def test_divergence_is_reported() -> None:
     net = build_network(2, 1, [LayerSpec(64, "relu"), LayerSpec(64, "relu")], seed=0)
     params = TrainingParams(epochs=20, learning_rate=10.0, batch_size=1, optimizer="sgd", seed=0)
     with pytest.raises(TrainingDivergedError, match=r"lower the learning rate"):
-        train(net, data, params, CPU, lambda r: True, lambda: False)
+        train(TrainState(net, params, CPU), data, lambda r: True, lambda: False)
 
 
 def test_boundary_grid_is_row_major_and_classification_confidence_is_a_probability() -> None:
@@ -130,3 +132,74 @@ def test_boundary_grid_is_row_major_and_classification_confidence_is_a_probabili
     assert values[0][0] == 1  # (-1, -1)
     assert values[0][3] == 0  # (1, -1)
     assert values[1][3] == 1  # (1, 1)
+
+
+# Dropout and both optimizers: every piece of state a checkpoint must carry.
+RESUME_LAYERS = [LayerSpec(16, "relu", dropout=0.2), LayerSpec(8, "tanh")]
+
+
+def resumable_run(optimizer: str, stop_at: list[int]) -> tuple[TrainState, list[EpochResult]]:
+    """Train 30 epochs of moons; after each epoch in `stop_at` the state is checkpointed, thrown away,
+    and a fresh network, optimizer and generators are restored from the bytes (as a new worker would)."""
+    data = generate("moons", 300, 0.2, seed=4)
+    params = TrainingParams(epochs=30, learning_rate=0.02, batch_size=16, optimizer=optimizer, seed=11)
+    fresh = lambda: TrainState(build_network(2, 2, RESUME_LAYERS, seed=params.seed), params, CPU)  # noqa: E731
+    state, seen, pending = fresh(), [], sorted(stop_at)
+    while True:
+        stop = pending.pop(0) if pending else None
+        train(state, data, lambda r, stop=stop: seen.append(r) is None and r.epoch != stop, lambda: False)
+        if stop is None:
+            return state, seen
+        blob = state.checkpoint()
+        state = fresh()
+        state.restore(blob)
+        assert state.epoch == stop
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("stop_at", [[7], [3, 20], [1, 2, 9, 15, 29]], ids=["1-resume", "2-resumes", "5-resumes"])
+def test_resumed_training_is_bit_identical_to_an_uninterrupted_one(optimizer: str, stop_at: list[int]) -> None:
+    reference, reference_epochs = resumable_run(optimizer, [])
+    resumed, resumed_epochs = resumable_run(optimizer, stop_at)
+    assert resumed.epoch == reference.epoch == 30
+    for (name, a), (_, b) in zip(reference.net.state_dict().items(), resumed.net.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert [(r.epoch, r.loss, r.accuracy) for r in resumed_epochs] == [
+        (r.epoch, r.loss, r.accuracy) for r in reference_epochs
+    ]
+
+
+def test_resume_would_be_detected() -> None:
+    """Not vacuous: restoring weights but not the generators (data order, dropout) changes the result."""
+    data = generate("moons", 300, 0.2, seed=4)
+    params = TrainingParams(epochs=6, learning_rate=0.02, batch_size=16, optimizer="adam", seed=11)
+    reference = TrainState(build_network(2, 2, RESUME_LAYERS, seed=11), params, CPU)
+    train(reference, data, lambda r: True, lambda: False)
+    partial = TrainState(build_network(2, 2, RESUME_LAYERS, seed=11), params, CPU)
+    train(partial, data, lambda r: r.epoch < 3, lambda: False)
+    careless = TrainState(build_network(2, 2, RESUME_LAYERS, seed=11), params, CPU)
+    careless.net.load_state_dict(partial.net.state_dict())
+    careless.optimizer.load_state_dict(partial.optimizer.state_dict())
+    careless.epoch = 3  # generators start over
+    train(careless, data, lambda r: True, lambda: False)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(reference.net.parameters(), careless.net.parameters(), strict=True)
+    )
+
+
+def test_a_checkpoint_of_another_network_is_refused() -> None:
+    params = TrainingParams(epochs=2, learning_rate=0.01, batch_size=8, optimizer="adam", seed=0)
+    blob = TrainState(build_network(2, 2, [LayerSpec(4, "relu")], seed=0), params, CPU).checkpoint()
+    other = TrainState(build_network(2, 2, [LayerSpec(5, "relu")], seed=0), params, CPU)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        other.restore(blob)
+    with pytest.raises(CheckpointError, match="format"):
+        other.restore(_saved({"format": 99}))
+
+
+def _saved(obj: object) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from helpers import create_model, start_session, wait_for_session
+from workerproc import WorkerProcess
 
 
 @pytest.fixture(scope="module")
-def trained(client: TestClient) -> dict[str, Any]:
+def trained(client: TestClient, worker: WorkerProcess) -> dict[str, Any]:
     """One trained classifier, one trained regressor, one untrained model for the whole module."""
     xor = create_model(client, "predict-xor", dataset_params={"n_samples": 300, "noise": 0.0})
     blobs = create_model(client, "predict-blobs", dataset="blobs")

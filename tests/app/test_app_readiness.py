@@ -21,7 +21,8 @@ from app.core.config import Settings
 from app.factory import create_app
 from app.services import readiness
 
-READY = {"status": "ready", "schema_revision": "0001", "expected_revision": "0001", "schema_newer": False}
+HEAD = "0002"
+READY = {"status": "ready", "schema_revision": HEAD, "expected_revision": HEAD, "schema_newer": False}
 # Checks this often in most tests here, so that they see a change within a fraction of a second.
 FAST = 0.1
 
@@ -64,7 +65,7 @@ def test_readyz_is_503_when_the_schema_is_not_at_head(fast_client: TestClient, d
         response = wait_for_readyz(fast_client, 503, timeout=5)
         assert response.json() == {
             "status": "not ready",
-            "reason": "schema revision is none (not migrated), expected 0001; run alembic upgrade head",
+            "reason": f"schema revision is none (not migrated), expected {HEAD}; run alembic upgrade head",
         }
         assert fast_client.get("/healthz").status_code == 200
         # The API answers 503 rather than 500 while the tables are missing.
@@ -80,22 +81,22 @@ def test_readyz_stays_ready_on_a_newer_schema(fast_client: TestClient, database_
     """A rolling deploy migrates once before any host switches: hosts on the old release must stay in service."""
     dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0002_from_a_newer_release'")
+        conn.execute("UPDATE alembic_version SET version_num = '9999_from_a_newer_release'")
     try:
         deadline = time.monotonic() + 5
-        while (body := fast_client.get("/readyz").json()).get("schema_revision") == "0001":
+        while (body := fast_client.get("/readyz").json()).get("schema_revision") == HEAD:
             assert body["status"] == "ready", body  # never out of service in between
             assert time.monotonic() < deadline, "the newer revision was not picked up"
             time.sleep(0.02)
         assert body == {
             "status": "ready",
-            "schema_revision": "0002_from_a_newer_release",
-            "expected_revision": "0001",
+            "schema_revision": "9999_from_a_newer_release",
+            "expected_revision": HEAD,
             "schema_newer": True,
         }
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE alembic_version SET version_num = '0001'")
+            conn.execute("UPDATE alembic_version SET version_num = %s", (HEAD,))
     deadline = time.monotonic() + 5
     while fast_client.get("/readyz").json() != READY:
         assert time.monotonic() < deadline
@@ -210,15 +211,15 @@ def test_readyz_says_shutting_down_once_shutdown_begins(database_url: str, monke
     during_shutdown: list[Any] = []
     with TestClient(app) as local:
         assert local.get("/readyz").status_code == 200
-        trainer = app.state.runtime.trainer
-        stop_trainings = trainer.shutdown
+        engine = app.state.runtime.engine
+        dispose = engine.dispose
 
         def shutdown() -> None:
             # Runs in a worker thread while the lifespan awaits it: the event loop still serves requests.
             during_shutdown.append(local.get("/readyz"))
-            stop_trainings()
+            dispose()
 
-        monkeypatch.setattr(trainer, "shutdown", shutdown)
+        monkeypatch.setattr(engine, "dispose", shutdown)
     [response] = during_shutdown
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "reason": "shutting down"}

@@ -1,52 +1,33 @@
-"""Training sessions through the API: lifecycle, limits, stop (also from another process), recovery."""
+"""Training sessions through the API, run by a real worker process: lifecycle, limits, stop, bad input."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from conftest import make_settings, unhandled_errors
 from fastapi.testclient import TestClient
 from helpers import LONG_DATA, LONG_TRAINING, create_model, start_session, wait_for_session
-
-from app.core.config import Settings
-from app.core.db import create_db_engine
-from app.factory import create_app
-from app.services.ownership import Owner
-from app.services.sessions import (
-    INTERRUPTED_LOCAL,
-    INTERRUPTED_SHUTDOWN,
-    INTERRUPTED_STALE,
-    recover_local_sessions,
-    sweep_stale_sessions,
-)
+from workerproc import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("clean_db")
 
 
-@pytest.fixture
-def second_client(settings: Settings) -> Iterator[TestClient]:
-    """Another app instance on the same database: a different owner, as a second host would be."""
-    app = create_app(settings)
-    with TestClient(app) as other:
-        yield other
-    assert unhandled_errors(app) == 0
-
-
-def test_training_lifecycle_persists_metrics_and_weights(client: TestClient) -> None:
+def test_training_lifecycle_persists_metrics_and_weights(
+    client: TestClient, worker: WorkerProcess, database_url: str
+) -> None:
     model = create_model(client, "xor")
     session = start_session(client, model["id"], epochs=40, learning_rate=0.05, batch_size=16, seed=3)
-    assert session["status"] in {"queued", "running"}
-    assert session["device"] == "cpu"
-    assert session["owner_pid"] == os.getpid()
+    assert session["status"] == "queued"
+    assert session["device"] == "cpu"  # auto, and no CUDA worker is alive
+    assert (session["owner_pid"], session["attempts"], session["resumed_from_epoch"]) == (None, 0, None)
     assert (session["epochs"], session["batch_size"], session["optimizer"]) == (40, 16, "adam")
 
     done = wait_for_session(client, session["id"])
     assert done["status"] == "completed", done
+    assert done["owner_pid"] == worker.pid  # trained by the worker process, not by the web app
+    assert (done["attempts"], done["resumed_from_epoch"]) == (1, None)
     assert done["current_epoch"] == 40
     assert done["accuracy"] >= 0.9
     assert done["started_at"] is not None
@@ -65,9 +46,19 @@ def test_training_lifecycle_persists_metrics_and_weights(client: TestClient) -> 
     assert trained["weights_version"] == session["id"]
     listing = client.get(f"/api/models/{model['id']}/sessions").json()
     assert [s["id"] for s in listing["items"]] == [session["id"]]
+    with psycopg.connect(database_url) as conn:
+        job = conn.execute(
+            "SELECT j.status FROM procrastinate_jobs j JOIN training_sessions s ON s.job_id = j.id WHERE s.id = %s",
+            (session["id"],),
+        ).fetchone()
+        leftover = conn.execute(
+            "SELECT count(*) FROM training_checkpoints WHERE session_id = %s", (session["id"],)
+        ).fetchone()
+    assert job == ("succeeded",)
+    assert leftover == (0,)  # a finished session's checkpoint is dropped
 
 
-def test_regression_sessions_have_no_accuracy(client: TestClient) -> None:
+def test_regression_sessions_have_no_accuracy(client: TestClient, worker: WorkerProcess) -> None:
     model = create_model(client, "plane", dataset="plane")
     done = wait_for_session(client, start_session(client, model["id"], epochs=5)["id"])
     assert done["status"] == "completed"
@@ -76,7 +67,7 @@ def test_regression_sessions_have_no_accuracy(client: TestClient) -> None:
     assert all(m["accuracy"] is None for m in metrics)
 
 
-def test_one_active_session_per_model_and_capacity_limit(client: TestClient) -> None:
+def test_one_active_session_per_model_and_capacity_limit(client: TestClient, worker: WorkerProcess) -> None:
     models = [create_model(client, f"busy-{i}", dataset_params=LONG_DATA) for i in range(4)]
     first = start_session(client, models[0]["id"], **LONG_TRAINING)
     second = client.post(f"/api/models/{models[0]['id']}/sessions", json=LONG_TRAINING)
@@ -89,7 +80,10 @@ def test_one_active_session_per_model_and_capacity_limit(client: TestClient) -> 
     assert "too many trainings" in refused.json()["detail"]
     assert refused.headers["Retry-After"].isdigit()
 
-    # The pool has two workers, so the third session waits; stopping it there ends it at once.
+    # The worker runs two at a time (WORKER_CONCURRENCY=2), so the third session waits; stopping it
+    # there ends it at once.
+    for session in started[:2]:
+        wait_for_session(client, session["id"], {"running"})
     queued = started[2]
     assert client.get(f"/api/sessions/{queued['id']}").json()["status"] == "queued"
     stopped = client.post(f"/api/sessions/{queued['id']}/stop")
@@ -102,24 +96,20 @@ def test_one_active_session_per_model_and_capacity_limit(client: TestClient) -> 
     for session in started[:2]:
         assert wait_for_session(client, session["id"], timeout=30)["status"] in {"stopped", "completed"}
     assert wait_for_session(client, queued["id"])["current_epoch"] == 0
-    # Capacity is back once the workers have let go of all three (just after the database says so).
-    trainer = client.app.state.runtime.trainer  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while trainer.active_count:
-        assert time.monotonic() < deadline, "trainer slots were not released"
-        time.sleep(0.02)
     done = start_session(client, models[3]["id"], epochs=1)
     assert wait_for_session(client, done["id"])["status"] == "completed"
 
 
-def test_stop_running_session_saves_weights(client: TestClient) -> None:
+def test_stop_running_session_saves_weights_within_a_second_or_two(client: TestClient, worker: WorkerProcess) -> None:
     model = create_model(client, "stoppable", dataset_params={"n_samples": 200})
     session = start_session(client, model["id"], epochs=2000, batch_size=1)
     wait_for_session(client, session["id"], {"running"}, min_epoch=1)
+    asked = time.monotonic()
     response = client.post(f"/api/sessions/{session['id']}/stop")
     assert response.status_code == 202
     assert response.json()["stop_requested"] is True
     done = wait_for_session(client, session["id"], timeout=30)
+    assert time.monotonic() - asked < 3
     assert done["status"] == "stopped"
     assert 1 <= done["current_epoch"] < 2000
     assert client.get(f"/api/models/{model['id']}").json()["weights_version"] == session["id"]
@@ -128,18 +118,7 @@ def test_stop_running_session_saves_weights(client: TestClient) -> None:
     assert "not running" in again.json()["detail"]
 
 
-def test_stop_reaches_a_session_running_in_another_process(client: TestClient, second_client: TestClient) -> None:
-    model = create_model(client, "remote-stop", dataset_params=LONG_DATA)
-    session = start_session(client, model["id"], **LONG_TRAINING)
-    wait_for_session(client, session["id"], {"running"})
-    # The other instance has no live run for this session; only the database flag can reach it.
-    response = second_client.post(f"/api/sessions/{session['id']}/stop")
-    assert response.status_code == 202
-    done = wait_for_session(second_client, session["id"], timeout=15)
-    assert done["status"] == "stopped"
-
-
-def test_delete_model_with_active_session_is_409(client: TestClient) -> None:
+def test_delete_model_with_active_session_is_409(client: TestClient, worker: WorkerProcess) -> None:
     model = create_model(client, "in-use", dataset_params=LONG_DATA)
     session = start_session(client, model["id"], **LONG_TRAINING)
     response = client.delete(f"/api/models/{model['id']}")
@@ -151,12 +130,13 @@ def test_delete_model_with_active_session_is_409(client: TestClient) -> None:
     assert client.get(f"/api/sessions/{session['id']}").status_code == 404
 
 
-def test_diverging_training_fails_with_a_clear_message(client: TestClient) -> None:
+def test_diverging_training_fails_with_a_clear_message(client: TestClient, worker: WorkerProcess) -> None:
     model = create_model(client, "diverge", dataset="sine", layers=[{"width": 64, "activation": "relu"}] * 2)
     session = start_session(client, model["id"], epochs=50, learning_rate=10, batch_size=1, optimizer="sgd")
     done = wait_for_session(client, session["id"])
     assert done["status"] == "failed"
     assert "lower the learning rate" in done["error"]
+    assert done["attempts"] == 1  # a diverging training is not retried
     assert client.get(f"/api/models/{model['id']}").json()["trained"] is False
 
 
@@ -189,6 +169,13 @@ def params_case(**params: Any) -> Any:
         (params_case(optimizer="rmsprop"), "optimizer"),
         (params_case(seed=-1), "seed"),
         (params_case(momentum=0.9), "momentum"),
+        (params_case(device="tpu"), "device"),
+        (params_case(device="CUDA"), "device"),
+        (params_case(device=None), "device"),
+        (params_case(checkpoint_interval_seconds=-1), "checkpoint_interval_seconds"),
+        (params_case(checkpoint_interval_seconds=0), "checkpoint_interval_seconds"),
+        (params_case(checkpoint_interval_seconds="often"), "checkpoint_interval_seconds"),
+        (params_case(checkpoint_interval_seconds=10**9), "checkpoint_interval_seconds"),
     ],
 )
 def test_invalid_training_parameters_are_422(client: TestClient, body: dict[str, Any], field: str) -> None:
@@ -207,66 +194,3 @@ def test_non_finite_learning_rate_is_422(client: TestClient, literal: str) -> No
     )
     assert response.status_code == 422
     assert "learning_rate" in response.json()["message"]
-
-
-def test_graceful_shutdown_interrupts_running_sessions(settings: Settings, database_url: str) -> None:
-    app = create_app(settings)
-    with TestClient(app) as own:
-        model = create_model(own, "shutdown", dataset_params=LONG_DATA)
-        session = start_session(own, model["id"], **LONG_TRAINING)
-        wait_for_session(own, session["id"], {"running"})
-    # Lifespan shutdown has run: the worker was stopped and the session marked.
-    with psycopg.connect(database_url) as conn:
-        status, error = conn.execute(
-            "SELECT status, error FROM training_sessions WHERE id = %s", (session["id"],)
-        ).fetchone()  # type: ignore[misc]
-    assert status == "interrupted"
-    assert error == INTERRUPTED_SHUTDOWN
-    assert unhandled_errors(app) == 0
-
-
-def insert_session(conn: psycopg.Connection, model_id: int, host: str, pid: int, instance: str, age_s: int) -> int:
-    row = conn.execute(
-        """
-        INSERT INTO training_sessions (model_id, status, epochs, learning_rate, batch_size, optimizer, seed,
-                                       device, owner_host, owner_pid, owner_instance, heartbeat_at)
-        VALUES (%s, 'running', 10, 0.1, 8, 'sgd', 0, 'cpu', %s, %s, %s, now() - make_interval(secs => %s))
-        RETURNING id
-        """,
-        (model_id, host, pid, instance, age_s),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def test_recovery_marks_only_provably_dead_sessions(client: TestClient, database_url: str) -> None:
-    me = Owner()
-    models = [create_model(client, f"recover-{i}")["id"] for i in range(6)]
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        dead_pid = insert_session(conn, models[0], me.host, 2**22 + 12345, "a" * 32, 0)  # no such process
-        reused_pid = insert_session(conn, models[1], me.host, me.pid, "b" * 32, 0)  # our pid, older incarnation
-        alive = insert_session(conn, models[2], me.host, 1, "c" * 32, 0)  # pid 1 is alive: not ours to judge
-        other_fresh = insert_session(conn, models[3], "other-host", 4242, "d" * 32, 5)
-        other_stale = insert_session(conn, models[4], "other-host", 4242, "e" * 32, 3600)
-        own = insert_session(conn, models[5], me.host, me.pid, me.instance, 3600)
-
-    engine = create_db_engine(make_settings(database_url))
-    try:
-        assert sorted(recover_local_sessions(engine, me)) == sorted([dead_pid, reused_pid])
-        # The app's own heartbeat sweep may have got there first; the states below are what count.
-        assert set(sweep_stale_sessions(engine, me, stale_seconds=60)) <= {other_stale}
-    finally:
-        engine.dispose()
-
-    def state(session_id: int) -> tuple[str, str | None]:
-        body = client.get(f"/api/sessions/{session_id}").json()
-        return body["status"], body["error"]
-
-    assert state(dead_pid) == ("interrupted", INTERRUPTED_LOCAL)
-    assert state(reused_pid) == ("interrupted", INTERRUPTED_LOCAL)
-    assert state(other_stale) == ("interrupted", INTERRUPTED_STALE)
-    assert state(alive) == ("running", None)
-    assert state(other_fresh) == ("running", None)
-    assert state(own) == ("running", None)
-    with psycopg.connect(database_url, autocommit=True) as conn:  # leave nothing "running" behind
-        conn.execute("UPDATE training_sessions SET status = 'interrupted' WHERE status = 'running'")

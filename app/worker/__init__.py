@@ -1,0 +1,1 @@
+"""Training workers: `python -m app.worker` runs queued trainings (see app.worker.main)."""

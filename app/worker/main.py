@@ -1,0 +1,204 @@
+"""The training worker process: a procrastinate worker on the queue of its device.
+
+    python -m app.worker          # settings from the environment, like the app (see .env.example)
+
+* takes jobs from `training-<WORKER_DEVICE>`, WORKER_CONCURRENCY at a time, each in its own thread;
+* heartbeats every WORKER_HEARTBEAT_SECONDS (procrastinate_workers) and describes itself in
+  `training_workers` (host, pid, release, device) for `GET /api/workers` and for `device: auto`;
+* sweeps stalled jobs of dead workers back into the queue (app.worker.recovery);
+* SIGTERM / SIGINT: takes no new job, lets each running training finish its epoch, checkpoint and go
+  back to the queue, then exits 0. A second signal does not hurry it (systemd's stop timeout does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import procrastinate
+from procrastinate import JobContext, RetryDecision
+from procrastinate.exceptions import JobAborted
+from procrastinate.jobs import Job
+from procrastinate.retry import BaseRetryStrategy
+from procrastinate.worker import Worker
+from sqlalchemy import delete, insert
+
+from app.core.config import ConfigError, Settings, load_settings
+from app.core.db import check_connection, create_db_engine
+from app.core.logging import configure_logging
+from app.ml.device import configure_threads, resolve_device
+from app.models import TrainingWorker
+from app.services import queue
+from app.services.ownership import Owner
+from app.worker import recovery
+from app.worker.training_job import Aborted, Requeue, Superseded, TrainingRun, WorkerContext, record_failure
+
+logger = logging.getLogger("app.worker")
+
+CONTEXT_KEY = "training"
+
+
+class RequeueStrategy(BaseRetryStrategy):
+    """Retry at once exactly when the job asked for it (Requeue); our own counters decide when to give up."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        return RetryDecision() if isinstance(exception, Requeue) else None
+
+
+def build_app(settings: Settings) -> procrastinate.App:
+    conninfo = settings.sqlalchemy_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connector = procrastinate.PsycopgConnector(
+        conninfo=conninfo,
+        min_size=1,
+        max_size=max(2, settings.worker_concurrency + 2),
+        kwargs={"application_name": "nn-playground-worker", "connect_timeout": 5},
+    )
+    app = procrastinate.App(connector=connector)
+    app.task(name=queue.TASK_NAME, pass_context=True, retry=RequeueStrategy())(train_session)
+    return app
+
+
+def train_session(context: JobContext, session_id: int) -> str:
+    """The task: one run of a session (in a worker thread; procrastinate runs sync tasks in threads)."""
+    ctx: WorkerContext = context.additional_context[CONTEXT_KEY]
+    assert context.job.id is not None
+    run = TrainingRun(ctx, session_id, context.job.id, context.should_abort)
+    try:
+        return run.run()
+    except (Requeue, Superseded):
+        raise  # Superseded: procrastinate marks this job failed; the run that replaced it owns the session
+    except Aborted as exc:
+        raise JobAborted(str(exc)) from None
+    except Exception as exc:
+        logger.exception("training run failed", extra={"session_id": session_id, "job_id": context.job.id})
+        reason = f"internal error: {exc.__class__.__name__}"
+        if record_failure(ctx, session_id, context.job.id, run.attempt, reason):
+            raise Requeue(reason) from exc
+        raise
+
+
+async def _register(ctx: WorkerContext, worker: Worker, settings: Settings, on_running: Callable[[], None]) -> None:
+    while worker.worker_id is None:
+        await asyncio.sleep(0.02)
+    worker_id = worker.worker_id
+    on_running()
+
+    def write() -> None:
+        with ctx.engine.begin() as conn:
+            conn.execute(
+                insert(TrainingWorker).values(
+                    id=worker_id,
+                    host=ctx.owner.host,
+                    pid=ctx.owner.pid,
+                    release_id=settings.release_id,
+                    device=ctx.device.type,
+                    concurrency=settings.worker_concurrency,
+                )
+            )
+
+    await asyncio.to_thread(write)
+    logger.info(
+        "worker registered",
+        extra={"worker_id": worker_id, "device": ctx.device.type, "queue": queue.queue_name(ctx.device.type)},
+    )
+
+
+async def _sweep(app: procrastinate.App, ctx: WorkerContext, settings: Settings) -> None:
+    while True:
+        await asyncio.sleep(settings.worker_heartbeat_seconds)
+        try:
+            stalled = await app.job_manager.get_stalled_jobs(
+                seconds_since_heartbeat=settings.worker_stalled_seconds, task_name=queue.TASK_NAME
+            )
+            for job in stalled:
+                assert job.id is not None
+                await asyncio.to_thread(
+                    recovery.recover_job,
+                    ctx.engine,
+                    job.id,
+                    settings.worker_stalled_seconds,
+                    settings.job_max_failures,
+                )
+            await app.job_manager.prune_stalled_workers(settings.worker_stalled_seconds)
+            await asyncio.to_thread(recovery.forget_pruned_workers, ctx.engine)
+        except Exception:
+            logger.exception("stalled-job sweep failed")
+
+
+async def run_worker(settings: Settings) -> None:
+    device = resolve_device(settings.worker_device, "WORKER_DEVICE")
+    engine = create_db_engine(settings)
+    check_connection(engine)
+    ctx = WorkerContext(settings, engine, device, Owner())
+    app = build_app(settings)
+    loop = asyncio.get_running_loop()
+    async with app.open_async():
+        worker = Worker(
+            app,
+            queues=[queue.queue_name(device.type)],
+            name=f"training-{device.type}",
+            concurrency=settings.worker_concurrency,
+            fetch_job_polling_interval=settings.worker_poll_seconds,
+            abort_job_polling_interval=settings.worker_poll_seconds,
+            update_heartbeat_interval=settings.worker_heartbeat_seconds,
+            stalled_worker_timeout=settings.worker_stalled_seconds,
+            install_signal_handlers=False,
+            additional_context={CONTEXT_KEY: ctx},
+        )
+
+        def on_signal(signum: int) -> None:
+            if not ctx.draining.is_set():
+                logger.info(
+                    "stopping: running trainings checkpoint at the end of their epoch", extra={"signal": signum}
+                )
+            ctx.draining.set()
+            worker.stop()
+
+        def handle_signals() -> None:
+            # Only once the worker runs: Worker.run() forgets a stop() that came before it. A signal before
+            # this point ends the process the default way, which is fine: it has taken no job yet.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal, sig)
+
+        side = [
+            asyncio.create_task(_register(ctx, worker, settings, handle_signals), name="register"),
+            asyncio.create_task(_sweep(app, ctx, settings), name="sweep"),
+        ]
+        try:
+            await worker.run()
+        finally:
+            for task in side:
+                task.cancel()
+            for task in side:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await asyncio.to_thread(_unregister, ctx)
+            engine.dispose()
+    logger.info("worker stopped")
+
+
+def _unregister(ctx: WorkerContext) -> None:
+    with contextlib.suppress(Exception), ctx.engine.begin() as conn:
+        conn.execute(
+            delete(TrainingWorker).where(TrainingWorker.pid == ctx.owner.pid, TrainingWorker.host == ctx.owner.host)
+        )
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        configure_logging("info")
+        logger.critical("start-up failed: %s", exc)
+        return 2
+    configure_logging(settings.log_level)
+    configure_threads(settings.torch_threads)
+    try:
+        asyncio.run(run_worker(settings))
+    except ConfigError as exc:
+        logger.critical("start-up failed: %s", exc)
+        return 2
+    return 0
