@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # Training workers (python -m app.worker); the web processes read the heartbeat settings too.
     worker_device: Literal["cpu", "cuda"] = "cpu"
     worker_concurrency: int = Field(1, ge=1, le=64)
+    # The name the worker registers under (GET /api/workers, sessions' owner_host); "" is the host name.
+    # Containers sharing the host's network share its host name, so the deploy sets the inventory name.
+    worker_host: str = Field("", max_length=255, pattern=r"^[A-Za-z0-9._-]*$")
     worker_heartbeat_seconds: float = Field(5.0, gt=0, le=3600)
     worker_stalled_seconds: float = Field(30.0, gt=0, le=86_400)
     worker_poll_seconds: float = Field(2.0, gt=0, le=3600)

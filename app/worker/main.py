@@ -132,7 +132,7 @@ async def run_worker(settings: Settings) -> None:
     device = resolve_device(settings.worker_device, "WORKER_DEVICE")
     engine = create_db_engine(settings)
     check_connection(engine)
-    ctx = WorkerContext(settings, engine, device, Owner())
+    ctx = WorkerContext(settings, engine, device, Owner(host=settings.worker_host) if settings.worker_host else Owner())
     app = build_app(settings)
     loop = asyncio.get_running_loop()
     async with app.open_async():

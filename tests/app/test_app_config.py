@@ -83,6 +83,7 @@ def test_out_of_range_limit_is_rejected() -> None:
         ("WORKER_DEVICE", "auto"),  # a worker serves one queue: it must say which
         ("WORKER_HEARTBEAT_SECONDS", "0"),
         ("JOB_MAX_FAILURES", "-1"),
+        ("WORKER_HOST", "web 1"),
     ],
 )
 def test_bad_worker_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, setting: str, value: str) -> None:

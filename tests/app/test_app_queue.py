@@ -191,9 +191,11 @@ def test_cuda_needs_a_live_cuda_worker(client: TestClient, database_url: str) ->
 def test_worker_claims_completes_and_is_listed(
     client: TestClient, database_url: str, workers: list[WorkerProcess]
 ) -> None:
-    proc = spawn(workers, database_url)
+    # WORKER_HOST names it (the deploy sets the inventory name: containers may share a host name).
+    proc = spawn(workers, database_url, WORKER_HOST="web7")
     [listed] = client.get("/api/workers").json()["items"]
-    assert (listed["pid"], listed["device"], listed["release_id"], listed["alive"]) == (
+    assert (listed["host"], listed["pid"], listed["device"], listed["release_id"], listed["alive"]) == (
+        "web7",
         proc.pid,
         "cpu",
         "test-worker",
@@ -203,7 +205,8 @@ def test_worker_claims_completes_and_is_listed(
     model = create_model(client, "claimed")
     session = start_session(client, model["id"], epochs=20, learning_rate=0.05)
     done = wait_for_session(client, session["id"], timeout=60)
-    assert (done["status"], done["owner_pid"], done["attempts"]) == ("completed", proc.pid, 1)
+    finished = (done["status"], done["owner_host"], done["owner_pid"], done["attempts"])
+    assert finished == ("completed", "web7", proc.pid, 1)
     assert job_of(database_url, session["id"])[0] == "succeeded"
     assert epochs_recorded(database_url, session["id"]) == list(range(1, 21))
 
