@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -109,9 +110,12 @@ state:
     worker_present: {description: Whether I(worker_unit) has a unit file under /etc/systemd/system., type: bool}
     worker_active: {description: Whether I(worker_unit) is active., type: bool}
     worker_release:
-      description: The release the worker's main process runs (the last element of its working folder), or "".
+      description: The release the worker's main process runs (from its command line), or "".
       type: str
 """
+
+
+RELEASE_IN_PATH = re.compile(r"/releases/([^/]+)/\.venv/bin/python[0-9.]*$")
 
 
 def link_name(path: str) -> str:
@@ -155,10 +159,10 @@ def worker_state(module: AnsibleModule, unit: str | None) -> dict[str, object]:
     props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     release = ""
     if props.get("MainPID", "0") not in ("", "0"):
-        try:
-            release = os.path.basename(os.readlink(f"/proc/{props['MainPID']}/cwd").rstrip("/"))
-        except OSError:
-            release = ""
+        # ExecStart names the release: <releases_dir>/<release>/.venv/bin/python -m app.worker.
+        argv = read_text(f"/proc/{props['MainPID']}/cmdline").split("\0")
+        found = RELEASE_IN_PATH.search(argv[0]) if argv else None
+        release = found[1] if found else ""
     return {
         "worker_present": os.path.exists(os.path.join("/etc/systemd/system", unit)),
         "worker_active": props.get("ActiveState") == "active",
