@@ -27,8 +27,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0999"
+down_revision: str | None = "0002"
 branch_labels = None
 depends_on = None
 
@@ -61,7 +61,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "single": snapshot(folder, "single", append={"app/__init__.py": "# site scenario: a one-host rollout\n"}),
         "broken": snapshot(folder, "broken", append={"app/main.py": PLANTED_FAULT}),
         "bad-migration": snapshot(
-            folder, "bad-migration", files={"alembic/versions/0002_planted.py": PLANTED_MIGRATION}
+            folder, "bad-migration", files={"alembic/versions/0999_planted.py": PLANTED_MIGRATION}
         ),
     }
 
