@@ -8,6 +8,10 @@ time, so a signal hits exactly one run.
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +22,7 @@ import torch
 from conftest import make_settings, unhandled_errors
 from fastapi.testclient import TestClient
 from helpers import LONG_DATA, LONG_TRAINING, create_model, start_session, wait_for_session
-from workerproc import WorkerProcess
+from workerproc import FAST_WORKER_ENV, REPO_ROOT, WorkerProcess
 
 from app.factory import create_app
 
@@ -212,6 +216,51 @@ def test_worker_claims_completes_and_is_listed(
 
     assert proc.terminate() == 0  # idle: exits at once, and unregisters
     assert client.get("/api/workers").json()["items"] == []
+
+
+def run_check(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, **FAST_WORKER_ENV}
+    argv = [sys.executable, "-m", "app.worker.check", *args]
+    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_deploy_gate_finds_exactly_the_worker_it_asks_for(database_url: str, workers: list[WorkerProcess]) -> None:
+    """python -m app.worker.check, the deploy's gate: host, pid, release and device must all match a live row."""
+    proc = spawn(workers, database_url, WORKER_HOST="gpu7", RELEASE_ID="r-new")
+    ok = run_check(database_url, "--host=gpu7", f"--pid={proc.pid}", "--release=r-new", "--device=cpu", "--timeout=5")
+    assert ok.returncode == 0, ok.stderr
+    found = json.loads(ok.stdout)
+    found_fields = (found["host"], found["pid"], found["release_id"], found["device"], found["alive"])
+    assert found_fields == ("gpu7", proc.pid, "r-new", "cpu", True)
+    wrong = {
+        "release": ["--host=gpu7", f"--pid={proc.pid}", "--release=r-old", "--device=cpu"],
+        "device": ["--host=gpu7", f"--pid={proc.pid}", "--release=r-new", "--device=cuda"],
+        "host": ["--host=gpu8", f"--pid={proc.pid}", "--release=r-new", "--device=cpu"],
+        "pid (an older process)": ["--host=gpu7", f"--pid={proc.pid + 1}", "--release=r-new", "--device=cpu"],
+    }
+    for what, args in wrong.items():
+        started = time.monotonic()
+        failed = run_check(database_url, *args, "--timeout=1.5")
+        assert failed.returncode == 1, what
+        assert time.monotonic() - started < 10, what
+        assert "no live worker with" in failed.stderr, what
+        assert '"host": "gpu7"' in failed.stderr, what
+    # A worker killed hard stays listed until it is pruned, but no longer alive: the gate refuses it.
+    proc.kill()
+    time.sleep(float(FAST_WORKER_ENV["WORKER_STALLED_SECONDS"]) + 1)
+    dead = run_check(database_url, "--host=gpu7", f"--pid={proc.pid}", "--release=r-new", "--device=cpu", "--timeout=1")
+    assert dead.returncode == 1
+    assert '"alive": false' in dead.stderr
+    bad = run_check(
+        "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "--host=h",
+        "--pid=1",
+        "--release=r",
+        "--device=cpu",
+        "--timeout=1",
+    )
+    assert bad.returncode in (1, 2)
+    assert "worker check:" in bad.stderr
 
 
 def test_stop_while_running_aborts_the_job(client: TestClient, database_url: str, workers: list[WorkerProcess]) -> None:

@@ -91,6 +91,13 @@ CASES = [
     ("app", "switch", {"app_slot_memory_mib": 0}, "app_slot_memory_mib (>= 1, got 0)"),
     ("app", "switch", {"app_gate_known_answer": []}, "app_gate_known_answer must list the numbers"),
     ("app", "stage", {"app_workers": 0}, "app_workers (1-64, got 0)"),
+    (
+        "app",
+        "switch",
+        {"app_web_enabled": False, "app_worker_enabled": False},
+        "has app_web_enabled and app_worker_enabled both off: it would run nothing",
+    ),
+    ("app", "switch", {"app_web_enabled": "sometimes"}, "app_web_enabled"),
     ("app", "stage", {"app_keep_releases": 1}, "app_keep_releases must be at least 2"),
     ("app", "stage", {"app_environment": {"DATABASE_URL": "x"}}, "app_environment key DATABASE_URL"),
     ("app", "stage", {"app_proxy_upstream_file": "nnp-upstream.conf"}, "an absolute path, got 'nnp-upstream.conf'"),

@@ -1,0 +1,118 @@
+"""The training pool: gpu1 (group gpu) runs a worker and serves nothing; a worker's host stopped hard
+(`docker kill`) mid-training loses nothing: another host's worker finishes the training from its last
+checkpoint, each epoch once."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+from stack import FIGURES, docker_exec, lb_client, live_releases, training_epochs, wait_for_training
+
+POOL = "gpu1"
+WEB = ("web1", "web2")
+# WORKER_STALLED_SECONDS (the app's default, which the stack keeps): a worker whose heartbeat is older is
+# dead, and the others' sweeps put its jobs back in the queue.
+STALLED_SECONDS = 30
+
+
+def workers() -> list[dict[str, Any]]:
+    with lb_client() as client:
+        response = client.get("/api/workers")
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
+
+def alive_hosts() -> dict[str, dict[str, Any]]:
+    return {worker["host"]: worker for worker in workers() if worker["alive"]}
+
+
+def session(session_id: int) -> dict[str, Any]:
+    with lb_client() as client:
+        return dict(client.get(f"/api/sessions/{session_id}").json())
+
+
+def wait(predicate: Any, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, f"{what}: not within {timeout} s"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def test_the_gpu_group_trains_and_serves_nothing() -> None:
+    release = live_releases()["web1"]
+    alive = alive_hosts()
+    assert set(alive) == {*WEB, POOL}, workers()
+    assert {(w["release_id"], w["device"]) for w in alive.values()} == {(release, "cpu")}, alive
+    # The worker runs the release `current` names; no app slot, no nginx, no port but SSH.
+    assert docker_exec(POOL, "readlink", "/opt/nnp/current").strip() == f"/opt/nnp/releases/{release}"
+    assert docker_exec(POOL, "systemctl", "is-active", "nnp-worker.service").strip() == "active"
+    units = docker_exec(POOL, "systemctl", "list-units", "--all", "--no-legend", "--plain", "nnp-app*")
+    assert units.strip() == "", units
+    nginx = subprocess.run(["docker", "exec", POOL, "dpkg-query", "-W", "nginx"], capture_output=True, check=False)
+    assert nginx.returncode != 0, "nginx is installed on a host that only trains"
+    rules = docker_exec(POOL, "ufw", "show", "added")
+    allowed = [line for line in rules.splitlines() if line.startswith("ufw ")]
+    assert allowed == ["ufw allow 22/tcp comment 'SSH'"], rules
+
+
+def test_a_training_finishes_on_another_worker_when_its_host_is_killed() -> None:
+    """Only gpu1's worker runs while the training starts (the web hosts' workers are stopped), so the
+    training is on gpu1; the web workers start again, and gpu1 is stopped hard: no graceful stop, no
+    checkpoint, its heartbeat ends. The training must finish on a web host's worker, each epoch once."""
+    for host in WEB:
+        docker_exec(host, "systemctl", "stop", "nnp-worker.service")
+    try:
+        with lb_client() as client:
+            body = {"name": f"pool-{time.time_ns()}", "dataset": "xor", "dataset_params": {"n_samples": 1000}}
+            model = client.post("/api/models", json=body)
+            assert model.status_code == 201, model.text
+            # 200 epochs of 200 batches, a checkpoint every second: about 20 s of one core.
+            started = client.post(
+                f"/api/models/{model.json()['id']}/sessions",
+                json={"epochs": 200, "batch_size": 5, "device": "auto", "checkpoint_interval_seconds": 1},
+            )
+            assert started.status_code == 202, started.text
+        session_id = started.json()["id"]
+        wait(lambda: (session(session_id)["current_epoch"] or 0) >= 20, 120, "gpu1's worker trains 20 epochs")
+        running = session(session_id)
+        assert (running["status"], running["owner_host"]) == ("running", POOL), running
+    finally:
+        for host in WEB:
+            docker_exec(host, "systemctl", "start", "nnp-worker.service")
+
+    killed_at_epoch = session(session_id)["current_epoch"]
+    subprocess.run(["docker", "kill", POOL], check=True, capture_output=True)
+    try:
+        moved = wait(
+            lambda: session(session_id)["owner_host"] in WEB and session(session_id)["status"] == "running",
+            STALLED_SECONDS + 60,
+            "the training runs again on a web host's worker",
+        )
+        finished = wait_for_training(session_id, timeout=300)
+    finally:
+        restart_pool_host()
+
+    assert finished["status"] == "completed", finished
+    assert finished["owner_host"] in WEB, finished
+    assert finished["attempts"] >= 2, finished
+    assert finished["resumed_from_epoch"] is not None, finished
+    assert 0 < finished["resumed_from_epoch"] <= killed_at_epoch, (killed_at_epoch, finished)
+    assert training_epochs(session_id) == list(range(1, 201))
+    FIGURES["worker_host_killed"] = {
+        "killed_at_epoch": killed_at_epoch,
+        "resumed_from_epoch": finished["resumed_from_epoch"],
+        "seconds_until_running_elsewhere": round(moved, 1),
+        "stalled_seconds": STALLED_SECONDS,
+    }
+
+
+def restart_pool_host() -> None:
+    """Start gpu1 again (its systemd boots and starts the worker) and wait until its new worker is alive."""
+    subprocess.run(["docker", "start", POOL], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "exec", POOL, "systemctl", "is-system-running", "--wait"], check=False, capture_output=True
+    )
+    wait(lambda: POOL in alive_hosts(), 120, "gpu1's worker is alive again after the restart")
