@@ -55,7 +55,7 @@ def test_the_gpu_group_trains_and_serves_nothing() -> None:
     assert nginx.returncode != 0, "nginx is installed on a host that only trains"
     rules = docker_exec(POOL, "ufw", "show", "added")
     allowed = [line for line in rules.splitlines() if line.startswith("ufw ")]
-    assert allowed == ["ufw allow 22/tcp comment 'SSH'"], rules
+    assert allowed == ["ufw allow 22/tcp comment 'ssh'"], rules
 
 
 def test_a_training_finishes_on_another_worker_when_its_host_is_killed() -> None:
