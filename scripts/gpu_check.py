@@ -138,7 +138,7 @@ def seconds_between(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.005) -> float:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.02) -> float:
     """Seconds until predicate() was true; CheckError after `timeout`."""
     start = time.monotonic()
     while not predicate():
@@ -200,12 +200,10 @@ class GpuCheck:
         return self.api("GET", f"/api/sessions/{session_id}")
 
     def wait_finished(self, session_id: int, timeout: float = 300) -> dict[str, Any]:
-        wait_until(
-            lambda: self.session_row(session_id)[0] not in ("queued", "running"), timeout, "training finished", 0.02
-        )
+        wait_until(lambda: self.session_row(session_id)[0] not in ("queued", "running"), timeout, "training finished")
         # The worker is idle again (for the next session) only once procrastinate has recorded the job's end.
         sql = "SELECT j.status FROM procrastinate_jobs j JOIN training_sessions s ON s.job_id = j.id WHERE s.id = %s"
-        wait_until(lambda: (self.row(sql, session_id) or ("",))[0] != "doing", 30, "job ended", 0.02)
+        wait_until(lambda: (self.row(sql, session_id) or ("",))[0] != "doing", 30, "job ended")
         session = self.session(session_id)
         if session["status"] != "completed":
             raise CheckError(f"session {session_id} ended {session['status']}: {session.get('error')}")
