@@ -420,7 +420,10 @@ def print_report(report: dict[str, Any]) -> None:
                 f" accuracy {r['accuracy']:.4f})"
             )
     if results.get("cpu_over_device") is not None:
-        print(f"  cpu time / {device} time: {results['cpu_over_device']}x (small networks are launch-bound on a GPU)")
+        ratio = results["cpu_over_device"]
+        print(
+            f"  cpu time / {device} time: {ratio} (above 1: {device} is faster; a network this small is launch-bound)"
+        )
     if "interrupted_training" in results:
         r = results["interrupted_training"]
         print(
