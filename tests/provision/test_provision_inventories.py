@@ -44,9 +44,7 @@ PROVISIONING_FILES = [
     "all/alarms.yml",
     "all/tls.yml",
     "web/tls.yml",
-    "gpu/tls.yml",
     "web/loadbalancer.yml",
-    "gpu/loadbalancer.yml",
     "web/pytorch.yml",
     "gpu/pytorch.yml",
 ]
@@ -84,6 +82,22 @@ def test_web_hosts_get_the_cpu_build_and_gpu_hosts_cuda(env: str) -> None:
 
     assert files["web/pytorch.yml"]["pytorch_variant"] == "cpu"
     assert files["gpu/pytorch.yml"]["pytorch_variant"] == "cuda"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_gpu_hosts_get_no_name_certificate_load_balancer_or_http_port(env: str) -> None:
+    """The gpu group is the training pool: nothing of the web front door reaches it through group_vars."""
+    files = group_vars(env)
+    gpu = {
+        key: value
+        for path, content in files.items()
+        if path.startswith(("all/", "gpu/"))
+        for key, value in content.items()
+    }
+
+    assert not {"tls_domain_names", "lb_target_kind", "lb_target_alb_target_group"} & gpu.keys()
+    assert gpu.get("common_firewall_allowed_tcp_ports", []) == []
+    assert not {"gpu/tls.yml", "gpu/loadbalancer.yml"} & files.keys()
 
 
 def test_production_is_the_careful_environment() -> None:
@@ -246,5 +260,6 @@ def test_every_app_host_drains_longer_than_the_target_group_delay(env: str, tmp_
         assert values["target_group_delay"] is not None, f"{env}: alb_deregistration_delay_seconds is not set"
         assert values["delay"] == int(values["target_group_delay"]), (host, values)
         assert values["drain_timeout"] > values["delay"], (host, values)
+    assert settings["probe-gpu"]["kind"] in (None, "none"), "the gpu group serves no HTTP: no load balancer"
     if env != "local":
         assert settings["probe-web"]["kind"] == "alb", "the web group (2+ hosts) is behind the ALB"

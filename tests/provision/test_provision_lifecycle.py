@@ -29,11 +29,16 @@ ANYWHERE = "0.0.0.0/0"
 # Tasks allowed to report a change when only the web group changes.
 HOSTS_TASK = "Every host exists with IMDSv2 required and an encrypted gp3 root volume"
 SURPLUS_TASK = "Hosts beyond each group's count (or of a group no longer listed) are terminated"
-TARGETS_TASK = "The target group of each multi-host group checks the app's readiness endpoint"
+TARGETS_TASK = "The target group of each multi-host HTTP group checks the app's readiness endpoint"
 ALARMS_TASK = "Every alarm exists as listed and notifies the alarm topic"
 STALE_ALARMS_TASK = "Alarms of hosts and load balancers that are gone are deleted"
 WAIT_TASK = "Every host is running"
-WEB_SG_TASK = "The web security group admits HTTP and HTTPS from anywhere and SSH from ssh_allowed_cidrs only"
+GROUP_SG_TASK = "Each host group's security group admits SSH from ssh_allowed_cidrs and HTTP only from its front door"
+ALB_SG_TASK = "The ALB security group admits the listener ports from anywhere, or nothing while no group has an ALB"
+EIP_TASK = "The single host of an HTTP group holds an Elastic IP"
+EIP_TAG_TASK = "Each new Elastic IP carries the environment's tags"
+STALE_ALB_TASK = "Groups with at most one host, and groups that serve no HTTP, have no load balancer"
+STALE_TG_TASK = "Groups with at most one host, and groups that serve no HTTP, have no target group"
 
 # Policy actions the tests do not see called, with the reason the playbooks need them.
 NOT_SEEN_IN_TESTS = {
@@ -94,16 +99,73 @@ def security_group(aws: MotoServer, name: str) -> dict[str, Any]:
     return group
 
 
-def rules(group: dict[str, Any]) -> set[tuple[str, int, int, str]]:
-    """Ingress rules as (protocol, from, to, source) with one source per entry."""
+def rules(group: dict[str, Any], direction: str = "IpPermissions") -> set[tuple[str, int, int, str]]:
+    """Ingress (or egress) rules as (protocol, from, to, source) with one source per entry."""
     out = set()
-    for perm in group["IpPermissions"]:
+    for perm in group[direction]:
         key = (perm["IpProtocol"], perm.get("FromPort", -1), perm.get("ToPort", -1))
         out |= {(*key, r["CidrIp"]) for r in perm.get("IpRanges", [])}
         out |= {(*key, r["CidrIpv6"]) for r in perm.get("Ipv6Ranges", [])}
         out |= {(*key, p["GroupId"]) for p in perm.get("UserIdGroupPairs", [])}
         out |= {(*key, p["PrefixListId"]) for p in perm.get("PrefixListIds", [])}
     return out
+
+
+WORLD = {"0.0.0.0/0", "::/0"}
+# Rule: (security group name, protocol, from port, to port, source); a group source by its name.
+Rule = tuple[str, str, int, int, str]
+
+
+def ingress_rules(aws: MotoServer) -> set[Rule]:
+    """Every ingress rule of every security group in the account, one source per rule."""
+    groups = aws.client("ec2").describe_security_groups()["SecurityGroups"]
+    names = {g["GroupId"]: g["GroupName"] for g in groups}
+    out: set[Rule] = set()
+    for group in groups:
+        for perm in group["IpPermissions"]:
+            key = (group["GroupName"], perm["IpProtocol"], perm.get("FromPort", -1), perm.get("ToPort", -1))
+            sources = [r["CidrIp"] for r in perm.get("IpRanges", [])]
+            sources += [r["CidrIpv6"] for r in perm.get("Ipv6Ranges", [])]
+            sources += [f"sg:{names.get(p['GroupId'], p['GroupId'])}" for p in perm.get("UserIdGroupPairs", [])]
+            sources += [p["PrefixListId"] for p in perm.get("PrefixListIds", [])]
+            out |= {(*key, source) for source in sources}
+    return out
+
+
+def intended_rules(env: str, web_hosts: int, listener_ports: tuple[int, ...] = (80,)) -> dict[Rule, str]:
+    """Each rule one environment should have, with why: the front door is the only thing open to the world."""
+    prefix = f"{PROJECT}-{env}"
+    intended: dict[Rule, str] = {}
+    for group in ("web", "gpu"):
+        for cidr in SSH_ALLOWED:
+            intended[(f"{prefix}-{group}", "tcp", 22, 22, cidr)] = "SSH from ssh_allowed_cidrs"
+        intended[(f"{prefix}-db", "tcp", 5432, 5432, f"sg:{prefix}-{group}")] = f"PostgreSQL from the {group} hosts"
+    if web_hosts == 1:
+        for port in (80, 443):
+            intended[(f"{prefix}-web", "tcp", port, port, ANYWHERE)] = "front door: the single web host's Elastic IP"
+    elif web_hosts > 1:
+        for port in listener_ports:
+            intended[(f"{prefix}-alb", "tcp", port, port, ANYWHERE)] = "front door: ALB listener"
+        intended[(f"{prefix}-web", "tcp", 443, 443, f"sg:{prefix}-alb")] = "ALB to the web hosts (target port)"
+    return intended
+
+
+def assert_security_groups_pass_the_audit(aws: MotoServer, shapes: dict[str, int]) -> None:
+    """Every ingress rule in the account is one of the intended ones (shapes: web hosts per environment).
+
+    AWS's own default groups may admit their own members (moto leaves them empty); nothing of ours uses them.
+    """
+    intended: dict[Rule, str] = {}
+    for env, web_hosts in shapes.items():
+        intended |= intended_rules(env, web_hosts)
+    found = {r for r in ingress_rules(aws) if not (r[0] == "default" and r[4] == "sg:default")}
+    listing = "\n".join(f"  {r}: {intended.get(r, 'NOT INTENDED')}" for r in sorted(found))
+    unexpected = found - intended.keys()
+    assert not unexpected, f"rules nobody intended:\n{sorted(unexpected)}\nall rules:\n{listing}"
+    assert found == intended.keys(), f"intended rules missing: {sorted(intended.keys() - found)}"
+    world_open = {r for r in found if r[4] in WORLD}
+    assert all(intended[r].startswith("front door") for r in world_open), listing
+    aws.measurements[f"security group audit ({', '.join(shapes)})"] = "\n" + listing
 
 
 def database(aws: MotoServer, env: str) -> dict[str, Any]:
@@ -229,17 +291,43 @@ def test_first_run_creates_the_environment(staging: Run) -> None:
 
 
 def test_security_groups_admit_exactly_the_intended_traffic(aws: MotoServer, staging: Run) -> None:
-    web = security_group(aws, f"{PROJECT}-staging-web")
-    db = security_group(aws, f"{PROJECT}-staging-db")
-    alb = security_group(aws, f"{PROJECT}-staging-alb")
+    """The audit: web behind its ALB, gpu SSH only, the database from both host groups, nothing else."""
+    groups = {name: security_group(aws, f"{PROJECT}-staging-{name}") for name in ("web", "gpu", "alb", "db")}
 
-    assert rules(web) == {("tcp", 80, 80, ANYWHERE), ("tcp", 443, 443, ANYWHERE)} | {
-        ("tcp", 22, 22, c) for c in SSH_ALLOWED
+    assert_security_groups_pass_the_audit(aws, {"staging": STAGING_GROUPS["web"]["count"]})
+    assert len({g["VpcId"] for g in groups.values()}) == 1
+    # Egress stays AWS's default (everything out): hosts fetch packages and models.
+    assert {name: rules(g, "IpPermissionsEgress") for name, g in groups.items()} == {
+        name: {("-1", -1, -1, ANYWHERE)} for name in groups
     }
-    assert rules(db) == {("tcp", 5432, 5432, web["GroupId"])}
-    assert rules(alb) == {("tcp", 80, 80, ANYWHERE), ("tcp", 443, 443, ANYWHERE)}
-    vpc_id = db["VpcId"]
-    assert web["VpcId"] == alb["VpcId"] == vpc_id
+
+
+def test_gpu_hosts_have_no_public_http_elastic_ip_load_balancer_certificate_or_dns_name(
+    aws: MotoServer, staging: Run
+) -> None:
+    """The gpu group is the training pool: reachable on SSH from ssh_allowed_cidrs only."""
+    gpu = hosts_by_name(aws, "staging")["nnp-staging-gpu-01"]
+    gpu_sg = security_group(aws, "nnp-staging-gpu")
+    elb = aws.client("elbv2")
+    targets = {
+        t["Target"]["Id"]
+        for group in elb.describe_target_groups()["TargetGroups"]
+        for t in elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
+    }
+
+    assert [g["GroupId"] for g in gpu["SecurityGroups"]] == [gpu_sg["GroupId"]]
+    assert rules(gpu_sg) == {("tcp", 22, 22, c) for c in SSH_ALLOWED}
+    assert [
+        a for a in aws.client("ec2").describe_addresses()["Addresses"] if a.get("InstanceId") == gpu["InstanceId"]
+    ] == []
+    assert gpu["InstanceId"] not in targets
+    assert [t["TargetGroupName"] for t in elb.describe_target_groups()["TargetGroups"]] == ["nnp-staging-web"]
+    assert [lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]] == ["nnp-staging-web"]
+    # Provisioning makes no certificate and no DNS record for any group (certbot does, on the web hosts).
+    called = {call.action.split(":")[0] for call in staging.calls}
+    assert not called & {"acm", "route53"}, called
+    assert aws.client("acm").list_certificates()["CertificateSummaryList"] == []
+    assert aws.client("route53").list_hosted_zones()["HostedZones"] == []
 
 
 def test_database_is_private_encrypted_and_backed_up(aws: MotoServer, staging: Run) -> None:
@@ -279,7 +367,6 @@ def test_database_is_private_encrypted_and_backed_up(aws: MotoServer, staging: R
 def test_hosts_match_their_group_with_imdsv2_and_encrypted_gp3(aws: MotoServer, staging: Run) -> None:
     ec2 = aws.client("ec2")
     hosts = running_instances(aws, "staging")
-    web_sg = security_group(aws, f"{PROJECT}-staging-web")["GroupId"]
     public_subnets = {
         s["SubnetId"]
         for s in ec2.describe_subnets(Filters=[*tag_filters("staging"), {"Name": "tag:Tier", "Values": ["public"]}])[
@@ -296,7 +383,9 @@ def test_hosts_match_their_group_with_imdsv2_and_encrypted_gp3(aws: MotoServer, 
         assert host["MetadataOptions"]["HttpTokens"] == "required"
         assert host["MetadataOptions"]["HttpEndpoint"] == "enabled"
         assert host["KeyName"] == f"{PROJECT}-staging"
-        assert [g["GroupId"] for g in host["SecurityGroups"]] == [web_sg]
+        assert [g["GroupId"] for g in host["SecurityGroups"]] == [
+            security_group(aws, f"{PROJECT}-staging-{role}")["GroupId"]
+        ]
         assert host["SubnetId"] in public_subnets
         assert host.get("PublicIpAddress")
         (volume,) = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [host["InstanceId"]]}])[
@@ -311,17 +400,15 @@ def test_hosts_match_their_group_with_imdsv2_and_encrypted_gp3(aws: MotoServer, 
     assert gpu_image == "ami-785db401"  # the only catalogue image matching the look-up pattern
 
 
-def test_single_host_gets_an_elastic_ip_and_a_group_of_two_an_alb(aws: MotoServer, staging: Run) -> None:
+def test_the_web_group_of_two_gets_an_alb_and_nothing_gets_an_elastic_ip(aws: MotoServer, staging: Run) -> None:
     hosts = hosts_by_name(aws, "staging")
     elb = aws.client("elbv2")
-    (address,) = aws.client("ec2").describe_addresses(Filters=tag_filters("staging"))["Addresses"]
     (lb,) = elb.describe_load_balancers(Names=["nnp-staging-web"])["LoadBalancers"]
     (target_group,) = elb.describe_target_groups(Names=["nnp-staging-web"])["TargetGroups"]
     (listener,) = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
     targets = elb.describe_target_health(TargetGroupArn=target_group["TargetGroupArn"])["TargetHealthDescriptions"]
 
-    assert address["InstanceId"] == hosts["nnp-staging-gpu-01"]["InstanceId"]
-    assert hosts["nnp-staging-gpu-01"]["PublicIpAddress"] == address["PublicIp"]
+    assert aws.client("ec2").describe_addresses()["Addresses"] == []
     assert lb["Scheme"] == "internet-facing"
     assert lb["SecurityGroups"] == [security_group(aws, "nnp-staging-alb")["GroupId"]]
     assert {z["ZoneName"] for z in lb["AvailabilityZones"]} == {"eu-central-1a", "eu-central-1b"}
@@ -336,7 +423,7 @@ def test_single_host_gets_an_elastic_ip_and_a_group_of_two_an_alb(aws: MotoServe
     }
     assert (listener["Protocol"], listener["Port"]) == ("HTTP", 80)
     assert listener["DefaultActions"][0]["TargetGroupArn"] == target_group["TargetGroupArn"]
-    assert elb.describe_load_balancers()["LoadBalancers"] == [lb], "the single-host gpu group must not get an ALB"
+    assert elb.describe_load_balancers()["LoadBalancers"] == [lb], "the gpu group serves no HTTP: no ALB"
 
 
 def assert_target_group_is_as_the_inventory_says(aws: MotoServer, env: str) -> None:
@@ -494,7 +581,6 @@ def test_a_third_web_host_changes_only_the_web_group_and_hand_made_rules_go(
 ) -> None:
     """Through site.yml: the inventory refresh after provisioning must see the new host."""
     before = hosts_by_name(aws, "staging")
-    (address_before,) = aws.client("ec2").describe_addresses(Filters=tag_filters("staging"))["Addresses"]
     groups = {**STAGING_GROUPS, "web": {**STAGING_GROUPS["web"], "count": 3}}
     web_sg = security_group(aws, "nnp-staging-web")
     # Someone opened SSH to the world by hand: the run must close it again.
@@ -509,14 +595,14 @@ def test_a_third_web_host_changes_only_the_web_group_and_hand_made_rules_go(
         cli_args=("--tags", "provision"),
     )
 
-    expected = {HOSTS_TASK, TARGETS_TASK, ALARMS_TASK, WEB_SG_TASK}
+    expected = {HOSTS_TASK, TARGETS_TASK, ALARMS_TASK, GROUP_SG_TASK}
     assert_only_changed(run, allowed=expected | {WAIT_TASK}, required=expected)
     assert rules(security_group(aws, "nnp-staging-web")) == rules(web_sg)
     after = hosts_by_name(aws, "staging")
     assert set(after) == set(before) | {"nnp-staging-web-03"}
     assert all(after[name]["InstanceId"] == host["InstanceId"] for name, host in before.items())
     assert after["nnp-staging-web-03"]["Placement"]["AvailabilityZone"] == "eu-central-1a"
-    assert aws.client("ec2").describe_addresses(Filters=tag_filters("staging"))["Addresses"] == [address_before]
+    assert aws.client("ec2").describe_addresses(Filters=tag_filters("staging"))["Addresses"] == []
     assert "TASK [Check that every provisioned host is in its group]" in run.output
     assert run.recap["failed"] == 0
 
@@ -567,6 +653,33 @@ def test_dynamic_inventory_lists_the_hosts_by_group(aws: MotoServer, staging: Ru
         assert unwrap(hostvars["instance_id"]) == host["InstanceId"]  # what the lb_target role registers
 
 
+def test_a_single_web_host_is_its_own_front_door(
+    aws: MotoServer, ssh_key: Path, staging: Run, production_provisioning: Background
+) -> None:
+    """web down to one host: its Elastic IP replaces the ALB, and its 80/443 are then open to the world."""
+    before = hosts_by_name(aws, "staging")
+    groups = {**STAGING_GROUPS, "web": {**STAGING_GROUPS["web"], "count": 1}}
+
+    run = aws.playbook(
+        "playbooks/provision.yml", "staging", {"alarms_email": ALARM_EMAIL, "ec2_instance_groups": groups}, key=ssh_key
+    )
+
+    expected = {GROUP_SG_TASK, ALB_SG_TASK, SURPLUS_TASK, EIP_TASK, EIP_TAG_TASK, STALE_ALB_TASK, STALE_TG_TASK}
+    assert_only_changed(run, allowed=expected | {STALE_ALARMS_TASK, HOSTS_TASK, WAIT_TASK}, required=expected)
+    after = hosts_by_name(aws, "staging")
+    assert set(after) == {"nnp-staging-gpu-01", "nnp-staging-web-01"}
+    assert after["nnp-staging-gpu-01"]["InstanceId"] == before["nnp-staging-gpu-01"]["InstanceId"]
+    (address,) = aws.client("ec2").describe_addresses(Filters=tag_filters("staging"))["Addresses"]
+    assert address["InstanceId"] == after["nnp-staging-web-01"]["InstanceId"]
+    assert tags_of(address)["Role"] == "web"
+    assert environment_resources(aws, "staging")["load balancer"] == []
+    assert environment_resources(aws, "staging")["target group"] == []
+    assert rules(security_group(aws, "nnp-staging-alb")) == set()
+    # Every rule in the account, once production (provisioned in the background) is complete too.
+    production_provisioning.result()
+    assert_security_groups_pass_the_audit(aws, {"staging": 1, "production": PRODUCTION_GROUPS["web"]["count"]})
+
+
 def test_production_gets_multi_az_deletion_protection_and_two_weeks_of_backups(
     aws: MotoServer, production_provisioning: Background
 ) -> None:
@@ -581,7 +694,8 @@ def test_production_gets_multi_az_deletion_protection_and_two_weeks_of_backups(
     expected = ["g5.2xlarge"] + ["t3.large"] * PRODUCTION_GROUPS["web"]["count"]
     assert sorted(h["InstanceType"] for h in hosts) == expected
     assert security_group(aws, "nnp-production-web")["VpcId"] != security_group(aws, "nnp-staging-web")["VpcId"]
-    assert rules(security_group(aws, "nnp-production-web")) == rules(security_group(aws, "nnp-staging-web"))
+    # The whole account: production behind its ALB, staging down to the one web host of the test before.
+    assert_security_groups_pass_the_audit(aws, {"staging": 1, "production": PRODUCTION_GROUPS["web"]["count"]})
     assert_secrets_hold_the_endpoint(aws, "production")
     assert_target_group_is_as_the_inventory_says(aws, "production")
     passwords = [secret["password"] for secret in login_secrets(aws, "production").values()]

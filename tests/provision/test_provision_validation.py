@@ -45,7 +45,13 @@ CASES = {
     "SSH from anywhere in production": (
         "production",
         {"ssh_allowed_cidrs": ["203.0.113.0/24", "0.0.0.0/0"]},
-        ["ssh_allowed_cidrs", "may not contain 0.0.0.0/0", "in production"],
+        ["ssh_allowed_cidrs", "may not contain 0.0.0.0/0", "(or any /0)", "203.0.113.0/24"],
+    ),
+    # Only the front door may be open to the world, in every environment (the security group audit).
+    "SSH from anywhere in staging": (
+        "staging",
+        {"ssh_allowed_cidrs": ["0.0.0.0/0"]},
+        ["ssh_allowed_cidrs", "may not contain 0.0.0.0/0", "(or any /0)"],
     ),
     "missing public key file": (
         "staging",
