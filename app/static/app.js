@@ -187,6 +187,8 @@ function describe(session) {
   if (session.loss !== null) parts.push(`loss ${session.loss.toFixed(4)}`);
   if (session.accuracy !== null) parts.push(`accuracy ${(session.accuracy * 100).toFixed(1)}%`);
   if (session.error) parts.push(session.error);
+  // A worker stopped (a deploy, a crash, a lost host) and another resumed from the last checkpoint.
+  if (session.attempts > 1) parts.push(`resumed from epoch ${session.resumed_from_epoch ?? 0} (run ${session.attempts})`);
   return parts.join(" · ");
 }
 

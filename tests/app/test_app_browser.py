@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from appserver import REPO_ROOT, AppServer
 from cryptography import x509
@@ -31,7 +34,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from workerproc import WorkerProcess
 
-from tests.browser.playground import CHROMEDRIVER, CHROMIUM, PlaygroundError, drive_playground, spki_hash
+from tests.browser.playground import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    PlaygroundError,
+    PlaygroundResult,
+    drive_playground,
+    spki_hash,
+)
 
 SCREENSHOT = REPO_ROOT / "artifacts" / "browser" / "playground-app.png"
 TLS_SCREENSHOT = REPO_ROOT / "artifacts" / "browser" / "playground-app-tls.png"
@@ -158,6 +168,53 @@ def test_define_and_train_a_network_in_the_browser(server: AppServer) -> None:
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     problems = [r for r in server.log_records() if r.get("level") in ("error", "critical")]
     assert problems == []
+
+
+def test_the_page_says_when_a_training_was_resumed(server: AppServer, database_url: str, worker: WorkerProcess) -> None:
+    """The module's only worker is stopped gracefully (as a deploy does) while the page's training runs,
+    then started again: it resumes from the checkpoint written at the stop, and the page says so."""
+    epochs = 300
+    results: list[PlaygroundResult | BaseException] = []
+
+    def drive() -> None:
+        try:
+            shot = SCREENSHOT.with_name("playground-app-resumed.png")
+            results.append(
+                drive_playground(
+                    server.base_url, shot, timeout_s=180, n_samples=400, batch_size=4, epochs=epochs, layers=LAYERS
+                )
+            )
+        except BaseException as exc:  # handed to the test thread
+            results.append(exc)
+
+    page = threading.Thread(target=drive, name="playground")
+    page.start()
+    deadline = time.monotonic() + 90
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT id, current_epoch FROM training_sessions WHERE status = 'running' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if row is not None and row[1] >= 10:
+                break
+            assert time.monotonic() < deadline, "the page's training never ran 10 epochs"
+            time.sleep(0.1)
+    assert worker.terminate() == 0
+    worker.start()
+    page.join(200)
+    [result] = results
+    if isinstance(result, BaseException):
+        raise result
+    report = f"{result.status_text!r}, timings {result.timings}"
+    assert result.status == "completed", report
+    resumed = re.search(r"resumed from epoch (\d+) \(run (\d+)\)", result.status_text)
+    assert resumed is not None, report
+    assert int(resumed[1]) >= 10, report
+    assert int(resumed[2]) == 2, report
+    # Each epoch once, on the server and on the chart.
+    assert len(result.server_losses) == epochs, report
+    assert result.loss_chart.epochs_shown == epochs, report
+    assert result.console_errors == (), report
 
 
 def test_https_trusts_the_pinned_certificate_only(tls_server: tuple[AppServer, Path], tmp_path: Path) -> None:
