@@ -3,22 +3,33 @@
 #   scripts/test.sh all | lint | syntax | pytest | molecule [SCENARIO...]
 # Runs every stage even after a failure, prints a time summary, and exits
 # non-zero when any stage failed.
+#
+# `all` runs in two phases. First a pool of TEST_JOBS (default 2) stages at a time: lint, syntax,
+# the pytest suites, every role scenario, and the site scenario up to its idempotence check
+# (create, converge, idempotence). These share nothing (each scenario has its own containers and
+# ports, each pytest suite starts its servers on free loopback ports), and on this 2-core machine a
+# single Ansible run leaves about half of it idle. Then the site scenario's verify alone: its rollout
+# tests put a load on the stack that saturates the machine by design, so nothing else may run beside
+# them. Each pooled stage writes to artifacts/test-logs/<stage>.log, printed whole when it ends.
+# TEST_JOBS=1 runs everything one after the other.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
 export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0} PY_COLORS=${PY_COLORS:-0}
-
-declare -a summary=()
+TEST_JOBS=${TEST_JOBS:-2}
+LOGS=$PWD/artifacts/test-logs
+SUMMARY=$(mktemp)
+trap 'rm -f "$SUMMARY"' EXIT
 failed=0
 
-stage() { # stage NAME COMMAND...
+stage() { # stage NAME COMMAND...: runs it here, records its result and time
   local name=$1 start=$SECONDS rc
   shift
   echo
   echo "==> [$name] $*"
   "$@"
   rc=$?
-  summary+=("$(printf '%-28s %-4s %5ss' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - start)))")
+  printf '%-28s %-4s %5ss\n' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - start)) >>"$SUMMARY"
   [ $rc -eq 0 ] || failed=1
   return $rc
 }
@@ -43,10 +54,9 @@ run_syntax() {
   done
 }
 
-run_pytest() {
-  # pytest exits 5 when a folder holds no tests yet; that is not a pass.
-  stage pytest pytest tests
-}
+# pytest exits 5 when a folder holds no tests yet; that is not a pass. --durations lists the slowest.
+PYTEST=(pytest -p no:cacheprovider --durations=15)
+run_pytest() { stage pytest "${PYTEST[@]}" tests; }
 
 scenarios() { find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort; }
 
@@ -58,6 +68,74 @@ run_molecule() {
   done
 }
 
+# The site scenario in two halves (its test_sequence, split where the load tests start).
+site_up() {
+  molecule destroy -s site && molecule syntax -s site && molecule converge -s site && molecule idempotence -s site
+}
+site_verify() {
+  local rc=0
+  if [ -e "$LOGS/site-up.ok" ]; then
+    molecule verify -s site || rc=$?
+  else
+    echo "the site scenario did not come up (see [molecule site: up] above): no verify" >&2
+    rc=1
+  fi
+  molecule destroy -s site || rc=$?
+  return $rc
+}
+
+# pooled NAME COMMAND...: one stage of the pool, in the background, its output in $LOGS/NAME.log and
+# printed whole when it ends. A COMMAND that is one of the run_* functions records its own stages.
+pooled() {
+  local name=$1 file
+  shift
+  file=$LOGS/$(tr ' /:,' '----' <<<"$name").log
+  (
+    start=$SECONDS
+    "$@" >"$file" 2>&1
+    rc=$?
+    case $1 in
+      run_*) ;;
+      *) printf '%-28s %-4s %5ss\n' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - start)) >>"$SUMMARY" ;;
+    esac
+    {
+      echo
+      echo "==> [$name] $* (${TEST_JOBS} stages at a time; log: ${file#"$PWD"/})"
+      cat "$file"
+    } | flock "$LOGS" cat
+  ) &
+}
+
+run_all() {
+  local -a jobs=() job
+  local running=0 s
+  rm -rf "$LOGS" && mkdir -p "$LOGS"
+  # Longest first, so the pool ends evenly. Each entry: stage name | command.
+  jobs+=("molecule site: up|site_up_marked")
+  jobs+=("pytest app|${PYTEST[*]} tests/app tests/browser")
+  jobs+=("pytest provision, roles|${PYTEST[*]} tests/provision tests/roles")
+  for s in $(scenarios); do
+    [ "$s" = site ] || jobs+=("molecule $s|molecule test -s $s")
+  done
+  jobs+=("lint|run_lint" "syntax|run_syntax")
+  for job in "${jobs[@]}"; do
+    while [ "$running" -ge "$TEST_JOBS" ]; do
+      wait -n
+      running=$((running - 1))
+    done
+    # shellcheck disable=SC2086 # the command is a word list on purpose
+    pooled "${job%%|*}" ${job#*|}
+    running=$((running + 1))
+  done
+  while [ "$running" -gt 0 ]; do
+    wait -n
+    running=$((running - 1))
+  done
+  grep -q ' FAIL ' "$SUMMARY" && failed=1
+  stage "molecule site: verify" site_verify
+}
+site_up_marked() { rm -f "$LOGS/site-up.ok"; site_up && touch "$LOGS/site-up.ok"; }
+
 what=${1:-all}
 shift || true
 case $what in
@@ -65,13 +143,13 @@ case $what in
   syntax) run_syntax ;;
   pytest) run_pytest ;;
   molecule) run_molecule "$@" ;;
-  all) run_lint; run_syntax; run_pytest; run_molecule ;;
+  all) run_all ;;
   *) echo "usage: $0 all|lint|syntax|pytest|molecule [SCENARIO...]" >&2; exit 2 ;;
 esac
 
 echo
 echo "==> summary"
-printf '%s\n' "${summary[@]}"
+cat "$SUMMARY"
 if [ $failed -ne 0 ]; then
   echo "FAILED"
   exit 1
