@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
-from stack import FIGURES, docker_exec, lb_client, live_releases, training_epochs, wait_for_training
+from stack import FIGURES, deploy, docker_exec, lb_client, live_releases, training_epochs, wait_for_training
 
 POOL = "gpu1"
 WEB = ("web1", "web2")
@@ -58,10 +59,11 @@ def test_the_gpu_group_trains_and_serves_nothing() -> None:
     assert allowed == ["ufw allow 22/tcp comment 'ssh'"], rules
 
 
-def test_a_training_finishes_on_another_worker_when_its_host_is_killed() -> None:
+def test_a_training_finishes_on_another_worker_when_its_host_is_killed(sources: dict[str, Path]) -> None:
     """Only gpu1's worker runs while the training starts (the web hosts' workers are stopped), so the
     training is on gpu1; the web workers start again, and gpu1 is stopped hard: no graceful stop, no
-    checkpoint, its heartbeat ends. The training must finish on a web host's worker, each epoch once."""
+    checkpoint, its heartbeat ends. The training must finish on a web host's worker, each epoch once.
+    A deploy started while gpu1 is down is refused before any change, naming it."""
     for host in WEB:
         docker_exec(host, "systemctl", "stop", "nnp-worker.service")
     try:
@@ -85,12 +87,22 @@ def test_a_training_finishes_on_another_worker_when_its_host_is_killed() -> None
 
     killed_at_epoch = session(session_id)["current_epoch"]
     subprocess.run(["docker", "kill", POOL], check=True, capture_output=True)
+    killed = time.monotonic()
     try:
-        moved = wait(
+        # A deploy now would migrate without gpu1: it is refused before any change, naming the host.
+        releases = live_releases()
+        refused = deploy(sources["next"], "-e", "deploy_reach_timeout_seconds=5")
+        assert refused.rc != 0
+        assert f"{POOL} failed or could not be reached" in refused.output, refused.output[-3000:]
+        assert "Run the migrations" not in refused.output
+        assert "Take the deploy lock" not in refused.output.split("Check that every host of the deploy")[1]
+        assert live_releases() == releases
+        wait(
             lambda: session(session_id)["owner_host"] in WEB and session(session_id)["status"] == "running",
             STALLED_SECONDS + 60,
             "the training runs again on a web host's worker",
         )
+        moved = time.monotonic() - killed
         finished = wait_for_training(session_id, timeout=300)
     finally:
         restart_pool_host()

@@ -11,13 +11,14 @@ release under it, a redeploy of the live release that changes nothing (whatever 
 release that cannot become ready (the live slot keeps serving), a release whose migration fails (no host
 switches, the database is unchanged), rollback to the previous release under the saturating load (with a
 stale fact cache) and to a named one under a steady load, refusal of a missing one, and a rotated
-database password. test_40 continues with the deploy lock, maintenance mode and a one-host rollout. Ansible's output of every run is in
-artifacts/site/, the figures in artifacts/site/rollout-figures.json.
+database password. test_40 continues with the deploy lock, maintenance mode and a one-host rollout.
+Ansible's output of every run is in artifacts/site/, the figures in artifacts/site/rollout-figures.json.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -71,9 +72,13 @@ def test_a_new_release_rolls_out_under_saturating_load_without_a_failed_request(
     before = state["initial"]
     checks = haproxy_servers()
     training = start_long_training()
+    # As in production: an RDS snapshot before migrating (moto's RDS), named for the run, and the older
+    # pre-migration snapshots beyond the newest deploy_snapshot_keep deleted. Three older ones are planted.
+    planted = [f"nnp-local-pre-20250101-00000{n}-planted" for n in (1, 2, 3)]
+    for name in planted:
+        rds().create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier="nnp-local")
     with saturating_load(model_id) as loads:
-        # As in production: an RDS snapshot named after the release before migrating (moto's RDS).
-        run = deploy(sources["next"], "-e", "deploy_snapshot_before_migrate=true")
+        run = deploy(sources["next"], "-e", "deploy_snapshot_before_migrate=true", "-e", "deploy_snapshot_keep=2")
     after = live_releases()
 
     assert run.rc == 0, run.output[-3000:]
@@ -90,7 +95,10 @@ def test_a_new_release_rolls_out_under_saturating_load_without_a_failed_request(
     assert "lb_target" not in run.output
     state["next"] = after["web1"]
     snapshots = rds().describe_db_snapshots(DBInstanceIdentifier="nnp-local")["DBSnapshots"]
-    assert f"nnp-local-pre-{after['web1']}" in {snap["DBSnapshotIdentifier"] for snap in snapshots}, snapshots
+    kept = sorted(snap["DBSnapshotIdentifier"] for snap in snapshots if "-pre-" in snap["DBSnapshotIdentifier"])
+    assert len(kept) == 2, kept
+    assert kept[0] == planted[-1], kept
+    assert re.fullmatch(rf"nnp-local-pre-\d{{8}}-\d{{6}}-{after['web1']}", kept[1]), kept
     FIGURES["rollout_under_saturating_load"] = {"seconds": round(run.seconds, 1), "loads": [x.figures() for x in loads]}
     # The training outlived both workers' restarts and ended as if never interrupted: one row per epoch.
     finished = wait_for_training(training["id"], timeout=600)
