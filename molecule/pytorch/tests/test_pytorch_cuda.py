@@ -2,6 +2,9 @@
 
 import json
 
+# The scenario has both hosts; these tests are about this one.
+testinfra_hosts = ["pytorch-cuda-instance"]
+
 VENV = "/opt/nnp/venv"
 
 
