@@ -268,3 +268,16 @@ def test_absent_deletes_the_certificate_and_its_records_then_changes_nothing(zon
     assert zone.certificates() == []
     assert zone.records() == {}
     assert gone.writes == {"acm:DeleteCertificate", "route53:ChangeResourceRecordSets"}
+
+
+def test_present_again_within_the_hour_after_absent_gets_a_new_certificate(zone: Zone, issued: Calls) -> None:
+    # The same names and tags give the same IdempotencyToken; its certificate is deleted. moto answers 500
+    # (AWS may answer with the deleted ARN): the module asks again with a fresh token.
+    present = {"domain_name": NAME, "subject_alternative_names": SANS, "wait": False}
+    again, gone = zone.call(present, present | {"state": "absent"}).results
+    assert not again.get("failed"), again
+    assert again["changed"] is True
+    assert again["certificate_arn"] not in ("", issued.results[0]["certificate_arn"])
+    assert gone["deleted_certificates"] == [again["certificate_arn"]]
+    assert zone.certificates() == []
+    assert zone.records() == {}
