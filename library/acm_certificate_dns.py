@@ -21,11 +21,15 @@ description:
     not deleted; the module fails and names the resources that use it, before deleting anything.
   - "Differences from real AWS when testing against moto 5.2: moto marks a DNS-validated certificate
     as issued C(MOTO_ACM_VALIDATION_WAIT) seconds (default 60) after the request, whether or not the
-    records exist; it publishes the validation C(ResourceRecord) immediately; ELBv2 listeners do not
-    fill C(InUseBy) (only classic ELB listeners do). Real ACM publishes the records after a few
-    seconds, needs them resolvable from the public internet (a public hosted zone delegated from the
-    parent domain), usually issues within a few minutes (up to 72 hours before C(VALIDATION_TIMED_OUT)),
-    and refuses to delete a certificate in use by a listener."
+    records exist; it publishes the validation C(ResourceRecord) immediately; it adds a listener's ARN
+    to C(InUseBy) but never removes it, and deletes a certificate in use. Real ACM publishes the records
+    after a few seconds, needs them resolvable from the public internet (a public hosted zone delegated
+    from the parent domain), usually issues within a few minutes (up to 72 hours before
+    C(VALIDATION_TIMED_OUT)), refuses to delete a certificate in use (C(ResourceInUseException)), and
+    clears a deleted load balancer from C(InUseBy) only minutes later."
+  - A user in C(InUseBy) that is an ELBv2 listener or load balancer which no longer exists does not
+    count (the module asks ELBv2); while ACM still refuses the deletion, the module retries until
+    O(wait_timeout).
   - Not part of a collection, so the play's C(module_defaults) for C(group/amazon.aws.aws) do not reach
     it. Pass O(region) and O(endpoint_url) on the task, or add a C(module_defaults) entry named
     C(acm_certificate_dns).
@@ -201,6 +205,7 @@ class Certificates:
         retry = AWSRetry.jittered_backoff(retries=8)
         self.acm = module.client("acm", retry_decorator=retry)
         self.route53 = module.client("route53", retry_decorator=retry)
+        self.elbv2 = module.client("elbv2", retry_decorator=retry)
         params = module.params
         self.domain_name = normalize(params["domain_name"])
         self.names = {self.domain_name} | {normalize(n) for n in params["subject_alternative_names"]}
@@ -279,6 +284,39 @@ class Certificates:
         answer = self.acm.list_tags_for_certificate(CertificateArn=certificate["CertificateArn"], aws_retry=True)
         tags = {tag["Key"]: tag.get("Value", "") for tag in answer.get("Tags", [])}
         return all(tags.get(key) == value for key, value in self.tags.items())
+
+    def live_users(self, in_use_by: list[str]) -> list[str]:
+        """The users of InUseBy that still exist. ACM clears a deleted load balancer from InUseBy minutes
+        later (moto never does), so a listener or load balancer that ELBv2 no longer knows does not count."""
+        live = []
+        for arn in in_use_by:
+            try:
+                if ":elasticloadbalancing:" in arn and ":listener/" in arn:
+                    self.elbv2.describe_listeners(ListenerArns=[arn], aws_retry=True)
+                elif ":elasticloadbalancing:" in arn and ":loadbalancer/app/" in arn:
+                    self.elbv2.describe_load_balancers(LoadBalancerArns=[arn], aws_retry=True)
+            except ClientError as error:
+                if error.response["Error"]["Code"] in ("ListenerNotFound", "LoadBalancerNotFound"):
+                    continue
+                raise
+            live.append(arn)
+        return live
+
+    def delete(self, arn: str) -> None:
+        """Delete a certificate, waiting (up to wait_timeout) while ACM still counts a deleted user."""
+        delay = 2.0
+        while True:
+            try:
+                self.acm.delete_certificate(CertificateArn=arn, aws_retry=True)
+                return
+            except ClientError as error:
+                code = error.response["Error"]["Code"]
+                if code == "ResourceNotFoundException":
+                    return
+                if code != "ResourceInUseException" or time.monotonic() + delay > self.deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 30)
 
     def request(self) -> str:
         arguments: dict[str, Any] = {
@@ -390,6 +428,16 @@ def validation_records(certificate: dict[str, Any]) -> list[Record]:
     return sorted(records.values(), key=lambda r: r["name"])
 
 
+def describe_user(arn: str) -> str:
+    """A user of a certificate as a person reads it: the load balancer's name where the ARN has one."""
+    if ":elasticloadbalancing:" in arn:
+        kind, _, rest = arn.partition(":")[2].rpartition(":")[2].partition("/")
+        parts = rest.split("/")
+        if kind in ("listener", "loadbalancer") and len(parts) >= 2:
+            return f"load balancer {parts[1]} ({arn})"
+    return arn
+
+
 def ensure_present(module: AnsibleAWSModule, certs: Certificates) -> dict[str, Any]:
     candidates = [c for c in certs.all_certificates(LIVE_STATUSES) if certs.matches(c)]
     # An issued certificate first, then the newest pending one.
@@ -442,9 +490,10 @@ def ensure_absent(module: AnsibleAWSModule, certs: Certificates) -> dict[str, An
         "deleted_certificates": [c["CertificateArn"] for c in doomed],
         "kept_records": [],
     }
-    in_use = {c["CertificateArn"]: c.get("InUseBy", []) for c in doomed if c.get("InUseBy")}
+    in_use = {c["CertificateArn"]: certs.live_users(c.get("InUseBy", [])) for c in doomed}
+    in_use = {arn: users for arn, users in in_use.items() if users}
     if in_use:
-        users = "; ".join(f"{arn} is used by {', '.join(by)}" for arn, by in in_use.items())
+        users = "; ".join(f"{arn} is used by {', '.join(map(describe_user, by))}" for arn, by in in_use.items())
         module.fail_json(
             msg=f"Not deleting the certificate of {certs.domain_name}: {users}. Remove it from the listener first.",
             in_use_by=in_use,
@@ -472,14 +521,11 @@ def ensure_absent(module: AnsibleAWSModule, certs: Certificates) -> dict[str, An
         result["changed"] = True
     if module.check_mode:
         return result
+    # Certificates first: if one cannot go, its records stay and a rerun finds both.
+    for arn in result["deleted_certificates"]:
+        certs.delete(arn)
     if to_delete:
         certs.change_records("DELETE", to_delete, ttl_of)
-    for arn in result["deleted_certificates"]:
-        try:
-            certs.acm.delete_certificate(CertificateArn=arn, aws_retry=True)
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ResourceNotFoundException":
-                raise
     return result
 
 

@@ -39,6 +39,8 @@ MODULE_ACTIONS = WRITE_ACTIONS - {"acm:RemoveTagsFromCertificate", "acm:AddTagsT
     "route53:ListHostedZonesByName",
     "route53:ListResourceRecordSets",
     "route53:GetChange",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeLoadBalancers",
 }
 
 
@@ -223,25 +225,41 @@ def test_bad_input_is_refused_naming_the_field_before_any_write(zone: Zone, issu
 
 
 def test_absent_refuses_a_certificate_in_use_naming_the_load_balancer(zone: Zone) -> None:
-    # moto fills InUseBy for classic ELB listeners only (AWS does for every listener).
     name = f"inuse.{ZONE}"
-    acm = zone.aws.client("acm")
-    arn = acm.request_certificate(
+    arn = zone.aws.client("acm").request_certificate(
         DomainName=name, ValidationMethod="DNS", Tags=[{"Key": k, "Value": v} for k, v in TAGS.items()]
     )["CertificateArn"]
-    zone.aws.client("elb").create_load_balancer(
-        LoadBalancerName="acm-tests-inuse",
-        Listeners=[{"Protocol": "HTTPS", "LoadBalancerPort": 443, "InstancePort": 80, "SSLCertificateId": arn}],
-        AvailabilityZones=[f"{REGION}a"],
+    ec2, elb = zone.aws.client("ec2"), zone.aws.client("elbv2")
+    vpc_id = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.98.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"]
+        for i, az in enumerate("ab")
+    ]
+    lb = elb.create_load_balancer(Name="acm-tests-inuse", Subnets=[s["SubnetId"] for s in subnets])["LoadBalancers"][0]
+    group = elb.create_target_group(Name="acm-tests-inuse", Protocol="HTTP", Port=80, VpcId=vpc_id)["TargetGroups"][0]
+    elb.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol="HTTPS",
+        Port=443,
+        SslPolicy="ELBSecurityPolicy-TLS13-1-2-2021-06",
+        Certificates=[{"CertificateArn": arn}],
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group["TargetGroupArn"]}],
     )
     refused = zone.call({"domain_name": name, "state": "absent"})
     (result,) = refused.results
     assert result.get("failed") is True, result
-    assert "acm-tests-inuse" in result["msg"]
+    assert "load balancer acm-tests-inuse" in result["msg"]
     assert refused.writes == set()
     assert [c["CertificateArn"] for c in zone.certificates(name)] == [arn]
-    zone.aws.client("elb").delete_load_balancer(LoadBalancerName="acm-tests-inuse")
-    acm.delete_certificate(CertificateArn=arn)
+
+    # moto never removes the listener from InUseBy (AWS does, minutes later): the module asks ELBv2.
+    elb.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    elb.delete_target_group(TargetGroupArn=group["TargetGroupArn"])
+    (stale,) = zone.aws.client("acm").describe_certificate(CertificateArn=arn)["Certificate"]["InUseBy"]
+    assert ":listener/app/acm-tests-inuse/" in stale
+    (result,) = zone.call({"domain_name": name, "state": "absent"}).results
+    assert result["deleted_certificates"] == [arn], result
+    assert zone.certificates(name) == []
 
 
 def test_absent_keeps_records_another_certificate_still_lists(zone: Zone, issued: Calls) -> None:
