@@ -10,6 +10,7 @@ proves that every playbook call went through aws_endpoint_url and that a refused
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+import botocore.session
 import urllib3
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +40,11 @@ CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAPROVISIONTESTS01",
     "AWS_SECRET_ACCESS_KEY": "provision-tests-dummy-secret-access-key",
 }
+# Seconds after which moto marks a DNS-validated ACM certificate ISSUED (its default is 60; AWS takes
+# minutes and needs the records in public DNS). Short, but long enough that a run sees PENDING_VALIDATION.
+ACM_VALIDATION_WAIT = 2
+# Services whose API is REST (method + path) rather than an Action parameter or a target header.
+REST_SERVICES = {"route53"}
 # SigV4 signing names that differ from the IAM action prefix.
 IAM_PREFIX = {"monitoring": "cloudwatch"}
 SSH_ALLOWED = ["203.0.113.0/24"]
@@ -86,6 +93,28 @@ class Run:
         return [call for call in self.calls if call.host == aws.playbook_host]
 
 
+@functools.cache
+def rest_routes(service: str) -> list[tuple[str, re.Pattern[str], str]]:
+    """(method, path pattern, operation) of a REST service (Route 53), most literal path first."""
+    if service not in REST_SERVICES:
+        return []
+    model = botocore.session.get_session().get_service_model(service)
+    routes = []
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        path = http["requestUri"].split("?", 1)[0].rstrip("/") or "/"
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path))
+        routes.append((http["method"], re.compile(pattern + "/?"), name))
+    return sorted(routes, key=lambda route: -len(route[1].pattern.replace("[^/]+", "")))
+
+
+def rest_operation(service: str, method: str, path: str) -> str | None:
+    for route_method, pattern, name in rest_routes(service):
+        if route_method == method and pattern.fullmatch(path):
+            return name
+    return None
+
+
 def parse_call(entry: dict[str, Any]) -> ApiCall | None:
     """The IAM action of one request in moto's recording (query, JSON and CBOR protocols)."""
     url = urlsplit(entry["url"])
@@ -98,6 +127,8 @@ def parse_call(entry: dict[str, Any]) -> ApiCall | None:
         operation = target.rsplit(".", 1)[-1]
     elif "/operation/" in url.path:
         operation = url.path.rsplit("/", 1)[-1]
+    elif rest := rest_operation(service, entry.get("method", ""), url.path):
+        operation = rest
     else:
         body = entry.get("body") or ""
         if entry.get("body_encoded"):
@@ -141,7 +172,10 @@ class MotoServer:
 
     def start(self) -> None:
         self.port = free_port()
-        env = os.environ | {"MOTO_RECORDER_FILEPATH": str(self.recording)}
+        env = os.environ | {
+            "MOTO_RECORDER_FILEPATH": str(self.recording),
+            "MOTO_ACM_VALIDATION_WAIT": str(ACM_VALIDATION_WAIT),
+        }
         log = (self.workdir / "moto-server.log").open("wb")
         self.process = subprocess.Popen(
             [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
