@@ -153,3 +153,14 @@ def test_bad_input_fails_before_any_api_call(
     for message in messages:
         assert message in failure, f"{message!r} missing from:\n{failure[:3000]}"
     assert run.calls == []
+
+
+@pytest.mark.parametrize("inventory", ["local", "staging", "production"])
+def test_every_inventory_passes_the_checks_without_an_api_call(aws: MotoServer, ssh_key: Path, inventory: str) -> None:
+    """What the roles' defaults and each inventory leave is valid: the local stack (make up, the site scenario) too."""
+    run = aws.playbook(
+        "playbooks/provision.yml", inventory, key=ssh_key, static_inventory=True, cli_args=("--tags", "validate")
+    )
+
+    assert run.recap["failed"] == 0
+    assert run.calls == []
