@@ -53,7 +53,8 @@ RECAP = re.compile(
     r"failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)",
     re.MULTILINE,
 )
-TASK = re.compile(r"^TASK \[(?P<name>.*)\] \*+$")
+# A role's task is shown as "role : name"; tests refer to tasks by name alone.
+TASK = re.compile(r"^TASK \[(?:[a-z0-9_.]+ : )?(?P<name>.*)\] \*+$")
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,11 @@ STALE_TG_TASK = "Groups with at most one host, and groups that serve no HTTP, ha
 NOT_SEEN_IN_TESTS = {
     # AWS creates these service-linked roles with the account's first ALB / RDS instance.
     "iam:CreateServiceLinkedRole",
-    # Only with an HTTPS listener (alb_certificate_arn): the tests have no ACM certificate.
+    # Only with an HTTPS listener (aws_front_door_certificate_arn): the tests have no ACM certificate.
     "elasticloadbalancing:ModifyListener",
     # DeleteDBInstance with a final snapshot is also authorised as CreateDBSnapshot on the snapshot.
     "rds:CreateDBSnapshot",
-    # Parameter groups (rds_parameters) are off in the tests: see moto-vars.yml.
+    # Parameter groups (aws_database_parameters) are off in the tests: see moto-vars.yml.
     "rds:CreateDBParameterGroup",
     "rds:ModifyDBParameterGroup",
     "rds:DescribeDBParameters",
@@ -257,7 +257,7 @@ def staging(aws: MotoServer, ssh_key: Path) -> Run:
     """The first provisioning of staging, at -vvv so the secret check below sees the most output."""
     aws.reset()
     run = aws.playbook(
-        "playbooks/provision.yml", "staging", {"alarms_email": ALARM_EMAIL}, key=ssh_key, verbosity="-vvv"
+        "playbooks/provision.yml", "staging", {"aws_alarms_email": ALARM_EMAIL}, key=ssh_key, verbosity="-vvv"
     )
     aws.measurements["staging: first provision"] = f"{run.seconds:.1f} s, {run.recap['changed']} changed tasks"
     created = environment_resources(aws, "staging")
@@ -427,8 +427,11 @@ def test_the_web_group_of_two_gets_an_alb_and_nothing_gets_an_elastic_ip(aws: Mo
 
 
 def assert_target_group_is_as_the_inventory_says(aws: MotoServer, env: str) -> None:
-    """Health check and deregistration delay of the web target group are the inventory's, none AWS's default."""
-    wanted = yaml.safe_load((REPO_ROOT / f"inventories/{env}/group_vars/all/loadbalancer.yml").read_text())
+    """Health check and deregistration delay of the web target group are the aws_front_door role's, none AWS's default.
+
+    Neither inventory overrides them (the inventory drift test would list it).
+    """
+    wanted = yaml.safe_load((REPO_ROOT / "roles/aws_front_door/defaults/main.yml").read_text())
     elb = aws.client("elbv2")
     (target_group,) = elb.describe_target_groups(Names=[f"{PROJECT}-{env}-web"])["TargetGroups"]
     attributes = elb.describe_target_group_attributes(TargetGroupArn=target_group["TargetGroupArn"])["Attributes"]
@@ -440,14 +443,14 @@ def assert_target_group_is_as_the_inventory_says(aws: MotoServer, env: str) -> N
         "unhealthy": target_group["UnhealthyThresholdCount"],
         "codes": target_group["Matcher"]["HttpCode"],
     } == {
-        "interval": wanted["alb_health_check_interval_seconds"],
-        "timeout": wanted["alb_health_check_timeout_seconds"],
-        "healthy": wanted["alb_healthy_threshold_count"],
-        "unhealthy": wanted["alb_unhealthy_threshold_count"],
-        "codes": wanted["alb_successful_response_codes"],
+        "interval": wanted["aws_front_door_health_check_interval_seconds"],
+        "timeout": wanted["aws_front_door_health_check_timeout_seconds"],
+        "healthy": wanted["aws_front_door_healthy_threshold_count"],
+        "unhealthy": wanted["aws_front_door_unhealthy_threshold_count"],
+        "codes": wanted["aws_front_door_successful_response_codes"],
     }
     delay = {a["Key"]: a["Value"] for a in attributes}["deregistration_delay.timeout_seconds"]
-    assert int(delay) == wanted["alb_deregistration_delay_seconds"] != 300
+    assert int(delay) == wanted["aws_front_door_deregistration_delay_seconds"] != 300
 
 
 def test_target_group_health_check_and_deregistration_delay_are_the_inventorys(aws: MotoServer, staging: Run) -> None:
@@ -562,7 +565,7 @@ def test_rerun_changes_nothing(aws: MotoServer, ssh_key: Path, staging: Run) -> 
     before = login_secrets(aws, "staging")
     hosts = {n: h["InstanceId"] for n, h in hosts_by_name(aws, "staging").items()}
 
-    rerun = aws.playbook("playbooks/provision.yml", "staging", {"alarms_email": ALARM_EMAIL}, key=ssh_key)
+    rerun = aws.playbook("playbooks/provision.yml", "staging", {"aws_alarms_email": ALARM_EMAIL}, key=ssh_key)
 
     aws.measurements["staging: rerun"] = (
         f"{rerun.seconds:.1f} s ({rerun.seconds / staging.seconds:.0%} of the first run)"
@@ -590,7 +593,7 @@ def test_a_third_web_host_changes_only_the_web_group_and_hand_made_rules_go(
     run = aws.playbook(
         "site.yml",
         "staging",
-        {"alarms_email": ALARM_EMAIL, "ec2_instance_groups": groups},
+        {"aws_alarms_email": ALARM_EMAIL, "ec2_instance_groups": groups},
         key=ssh_key,
         cli_args=("--tags", "provision"),
     )
@@ -613,7 +616,10 @@ def test_back_to_two_larger_web_hosts_changes_only_those(aws: MotoServer, ssh_ke
     groups = {**STAGING_GROUPS, "web": {**STAGING_GROUPS["web"], "count": 2, "instance_type": "t3.large"}}
 
     run = aws.playbook(
-        "playbooks/provision.yml", "staging", {"alarms_email": ALARM_EMAIL, "ec2_instance_groups": groups}, key=ssh_key
+        "playbooks/provision.yml",
+        "staging",
+        {"aws_alarms_email": ALARM_EMAIL, "ec2_instance_groups": groups},
+        key=ssh_key,
     )
 
     assert_only_changed(
@@ -661,7 +667,10 @@ def test_a_single_web_host_is_its_own_front_door(
     groups = {**STAGING_GROUPS, "web": {**STAGING_GROUPS["web"], "count": 1}}
 
     run = aws.playbook(
-        "playbooks/provision.yml", "staging", {"alarms_email": ALARM_EMAIL, "ec2_instance_groups": groups}, key=ssh_key
+        "playbooks/provision.yml",
+        "staging",
+        {"aws_alarms_email": ALARM_EMAIL, "ec2_instance_groups": groups},
+        key=ssh_key,
     )
 
     expected = {GROUP_SG_TASK, ALB_SG_TASK, SURPLUS_TASK, EIP_TASK, EIP_TAG_TASK, STALE_ALB_TASK, STALE_TG_TASK}

@@ -14,6 +14,18 @@ APP_DB_REQUIRED = {
     "app_db_password": "p",
 }
 
+# What every aws_* role's defaults read from the inventory, valid, so each case below breaks one thing.
+AWS_INVENTORY = {
+    "env_name": "staging",
+    "project_name": "nnp",
+    "aws_region": "eu-central-1",
+    "ec2_instance_groups": {},
+    "ec2_public_key_file": "/nonexistent/id.pub",
+    "rds_database_name": "nnp",
+    "rds_master_username": "nnp_admin",
+    "rds_app_username": "nnp_app",
+}
+
 CASES = [
     # role, entry point, variables, text the error must contain
     ("common", "main", {"common_firewall_allowed_tcp_ports": ["http"]}, "common_firewall_allowed_tcp_ports"),
@@ -130,6 +142,44 @@ CASES = [
         "release",
         {"deploy_lock_host": "localhost", "deploy_lock_path": "lease.json"},
         "deploy_lock_path must be an absolute file path, got 'lease.json'",
+    ),
+    (
+        "aws_env",
+        "validate",
+        {**AWS_INVENTORY, "env_name": "qa"},
+        "aws_env_name must be one of: local, staging, production",
+    ),
+    ("aws_env", "provision", {**AWS_INVENTORY, "project_name": "NNP"}, "aws_env_project) must be 2-15 lowercase"),
+    (
+        "aws_network",
+        "validate",
+        {**AWS_INVENTORY, "aws_network_alb_target_port": "https"},
+        "aws_network_alb_target_port",
+    ),
+    (
+        "aws_network",
+        "provision",
+        {**AWS_INVENTORY, "aws_network_vpc_cidr": "10.0.0.0"},
+        "aws_network_vpc_cidr an IPv4 CIDR",
+    ),
+    (
+        "aws_database",
+        "validate",
+        {**AWS_INVENTORY, "aws_database_storage_type": "magnetic"},
+        "aws_database_storage_type must be one of: gp2, gp3, io1",
+    ),
+    ("aws_compute", "validate", {**AWS_INVENTORY, "ec2_instance_groups": "web"}, "aws_compute_instance_groups"),
+    (
+        "aws_front_door",
+        "teardown",
+        {**AWS_INVENTORY, "aws_front_door_target_protocol": "TCP"},
+        "aws_front_door_target_protocol must be one of: HTTP, HTTPS",
+    ),
+    (
+        "aws_alarms",
+        "provision",
+        {**AWS_INVENTORY, "aws_alarms_period_seconds": 120},
+        "aws_alarms_period_seconds must be one of",
     ),
     # No web or gpu hosts (this inventory is "localhost,") and no deploy_lock_host: nowhere to keep the lease.
     ("deploy_lock", "acquire", {}, "deploy_lock_host must name an inventory host"),
