@@ -5,6 +5,8 @@ tell which AWS actions a run called and through which endpoint. The playbooks ge
 `aws_endpoint_url` as http://127.0.0.1:PORT; the dynamic inventory through AWS_URL as
 http://localhost:PORT. The Host header of each recorded request therefore says who sent it, which
 proves that every playbook call went through aws_endpoint_url and that a refused run sent none.
+Each run signs with an access key id of its own, so the calls of overlapping runs (staging and
+production at once) are told apart; query-protocol calls keep their parameters (tags on creation).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import urllib3
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 MOTO_VARS = Path(__file__).with_name("moto-vars.yml")
-IAM_POLICY = REPO_ROOT / "docs" / "iam-policy.json"
+# The IAM policies of each environment (scripts/iam_policies.py writes them).
+IAM_DIR = REPO_ROOT / "docs" / "iam"
 REGION = "eu-central-1"
 # Long, unusual dummy credentials: Ansible masks every string equal to a no_log value in its output,
 # so a short value such as "x" would blank out unrelated text.
@@ -61,6 +64,21 @@ TASK = re.compile(r"^TASK \[(?:[a-z0-9_.]+ : )?(?P<name>.*)\] \*+$")
 class ApiCall:
     action: str  # IAM form, e.g. "ec2:RunInstances"
     host: str  # Host header: which endpoint setting the caller used
+    key: str = ""  # access key id that signed it: which run sent it (each run signs with its own)
+    # Parameters of a query-protocol request (EC2, RDS, ELB, SNS...), e.g. ("TagSpecification.1.Tag.1.Key", "Env").
+    params: tuple[tuple[str, str], ...] = ()
+
+    def tag_specifications(self) -> dict[str, dict[str, str]]:
+        """EC2 tag-on-create: the tags of each resource type in the request's TagSpecification.N."""
+        values = dict(self.params)
+        out: dict[str, dict[str, str]] = {}
+        for key, kind in values.items():
+            if match := re.fullmatch(r"TagSpecification\.(\d+)\.ResourceType", key):
+                spec = f"TagSpecification.{match[1]}.Tag"
+                count = sum(1 for name in values if re.fullmatch(rf"{re.escape(spec)}\.\d+\.Key", name))
+                pairs = range(1, count + 1)
+                out[kind] = {values[f"{spec}.{n}.Key"]: values.get(f"{spec}.{n}.Value", "") for n in pairs}
+        return out
 
 
 @dataclass
@@ -122,8 +140,8 @@ def parse_call(entry: dict[str, Any]) -> ApiCall | None:
     if url.path.startswith("/moto-api"):
         return None
     headers = {key.lower(): value for key, value in entry["headers"].items()}
-    scope = re.search(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request", headers.get("authorization", ""))
-    service = scope.group(1) if scope else "unsigned"
+    scope = re.search(r"Credential=([^/]+)/\d{8}/[^/]+/([^/]+)/aws4_request", headers.get("authorization", ""))
+    key, service = (scope.group(1), scope.group(2)) if scope else ("", "unsigned")
     if target := headers.get("x-amz-target"):
         operation = target.rsplit(".", 1)[-1]
     elif "/operation/" in url.path:
@@ -136,7 +154,9 @@ def parse_call(entry: dict[str, Any]) -> ApiCall | None:
             body = base64.b64decode(body).decode()
         params = parse_qs(url.query) | parse_qs(body)
         operation = params.get("Action", ["unknown"])[0]
-    return ApiCall(f"{IAM_PREFIX.get(service, service)}:{operation}", headers.get("host", ""))
+        flat = tuple((key, value) for key, values in params.items() for value in values)
+        return ApiCall(f"{IAM_PREFIX.get(service, service)}:{operation}", headers.get("host", ""), key, flat)
+    return ApiCall(f"{IAM_PREFIX.get(service, service)}:{operation}", headers.get("host", ""), key)
 
 
 def free_port() -> int:
@@ -154,6 +174,7 @@ class MotoServer:
     # Figures printed at the end of the session (timings, resource counts).
     measurements: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _keys: int = 0
 
     @property
     def endpoint(self) -> str:
@@ -234,7 +255,11 @@ class MotoServer:
     def ansible(self, command: str, *args: str, env: dict[str, str] | None = None) -> Run:
         """Run an Ansible CLI from the repository root against this server, recording its API calls."""
         clean = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ANSIBLE_"))}
-        run_env = clean | CREDENTIALS
+        # An access key id of its own: runs overlap (Background), and the recording tells them apart by it.
+        with self._lock:
+            self._keys += 1
+            access_key = f"AKIAPROVISIONRUN{self._keys:04d}"
+        run_env = clean | CREDENTIALS | {"AWS_ACCESS_KEY_ID": access_key}
         run_env |= {
             "AWS_DEFAULT_REGION": REGION,
             "AWS_URL": self.inventory_endpoint,
@@ -263,7 +288,8 @@ class MotoServer:
         seconds = time.monotonic() - started
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
-        run = Run(list(args), result.returncode, result.stdout, seconds, self.recorded()[before:], cpu)
+        calls = [call for call in self.recorded()[before:] if call.key == access_key]
+        run = Run(list(args), result.returncode, result.stdout, seconds, calls, cpu)
         with self._lock:
             self.runs.append(run)
             number = len(self.runs)
