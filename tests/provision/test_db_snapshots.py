@@ -44,7 +44,8 @@ def snapshot(server: MotoServer, label: str, *args: str, **extra: Any) -> Run:
         "aws_endpoint_url": server.endpoint,
         "app_db_snapshot_instance_id": INSTANCE,
         "app_db_snapshot_label": label,
-        "app_db_snapshot_keep": 2,
+        # A string, as the deploy play hands it on ("{{ deploy_snapshot_keep | default(5) }}").
+        "app_db_snapshot_keep": "2",
         **extra,
     }
     return server.ansible("ansible-playbook", "-i", "localhost,", PLAYBOOK, "-e", json.dumps(variables), *args)
