@@ -358,8 +358,10 @@ def test_interrupted_training_ends_bit_identical(
         else:
             assert current.terminate() == 0  # finishes its epoch, checkpoints, hands the job back
             body = client.get(f"/api/sessions/{session['id']}").json()
-            assert body["status"] == "queued"
-            assert checkpoint_epoch(database_url, session["id"]) == body["current_epoch"]
+            # The standby, when it is up already, may have taken the job back at once.
+            assert body["status"] in ("queued", "running"), body
+            if body["status"] == "queued":
+                assert checkpoint_epoch(database_url, session["id"]) == body["current_epoch"]
         interrupted_at = time.monotonic()
         stopped_epoch = epochs_recorded(database_url, session["id"])[-1]
         standby.wait_registered()
