@@ -2,7 +2,7 @@
 
 import time
 
-URL = "https://127.0.0.1:18443/"
+URL = "https://127.0.0.1:18643/"
 CURL = f"curl -sk --max-time 5 {URL}"
 
 
@@ -45,7 +45,7 @@ def test_config_is_valid_and_service_running(host):
     assert host.service("haproxy").is_running
     assert host.service("haproxy").is_enabled
     assert host.run("haproxy -c -f /etc/haproxy/haproxy.cfg").rc == 0
-    assert host.socket("tcp://127.0.0.1:18443").is_listening
+    assert host.socket("tcp://127.0.0.1:18643").is_listening
 
 
 def test_health_checks_have_their_own_timeout_and_the_default_rise_and_fall(host):
@@ -112,4 +112,4 @@ def test_drained_backend_gets_no_new_requests(host):
 
 
 def test_stats_page(host):
-    assert "web1" in host.check_output("curl -s 'http://127.0.0.1:18444/;csv'")
+    assert "web1" in host.check_output("curl -s 'http://127.0.0.1:18644/;csv'")
