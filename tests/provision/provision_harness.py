@@ -159,6 +159,17 @@ def parse_call(entry: dict[str, Any]) -> ApiCall | None:
     return ApiCall(f"{IAM_PREFIX.get(service, service)}:{operation}", headers.get("host", ""), key)
 
 
+def policy_actions(env: str, kind: str = "provision") -> set[str]:
+    """Every action docs/iam/<env>-<kind>.json allows (all its statements are Allow)."""
+    policy = json.loads((IAM_DIR / f"{env}-{kind}.json").read_text())
+    actions: set[str] = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        listed = statement["Action"]
+        actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from provision_harness import IAM_DIR, REPO_ROOT, SSH_ALLOWED, Background, MotoServer, Run
+from provision_harness import REPO_ROOT, SSH_ALLOWED, Background, MotoServer, Run, policy_actions
 
 PROJECT = "nnp"
 STAGING_EC2 = yaml.safe_load((REPO_ROOT / "inventories/staging/group_vars/all/ec2.yml").read_text())
@@ -792,16 +792,6 @@ def test_nothing_is_left_in_the_account(aws: MotoServer, staging: Run) -> None:
     assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
     assert aws.client("sns").list_topics()["Topics"] == []
     assert aws.client("secretsmanager").list_secrets()["SecretList"] == []
-
-
-def policy_actions(env: str, kind: str = "provision") -> set[str]:
-    policy = json.loads((IAM_DIR / f"{env}-{kind}.json").read_text())
-    actions: set[str] = set()
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow"
-        listed = statement["Action"]
-        actions |= {listed} if isinstance(listed, str) else set(listed)
-    return actions
 
 
 def env_of(run: Run) -> str | None:
