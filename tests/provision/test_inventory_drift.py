@@ -38,7 +38,8 @@ DIFFERENT = {
         "aws_database_apply_immediately",
         "aws_database_final_snapshot",
         "aws_database_secrets_recovery_window_days",
-        "aws_front_door_dns_zone",  # production's certificate source
+        "aws_front_door_dns_zone",  # each environment's hosted zone (the certificate source)
+        "aws_front_door_domain_names",  # the names each environment serves
         "aws_alarms_email",  # on-call in production only
         "aws_alarms_ec2_cpu_percent",  # staging's looser thresholds
         "aws_alarms_rds_free_storage_gb",
@@ -48,7 +49,7 @@ DIFFERENT = {
         "common_journald_max_retention_days",
         "tls_acme_directory",  # Let's Encrypt staging or production
     },
-    "web": {"tls_domain_names"},
+    "web": set(),
     "gpu": set(),
 }
 
@@ -85,6 +86,7 @@ SHARED = {
     },
     "web": {
         # nginx, certbot and app wiring of the web group
+        "tls_domain_names",  # the front door's names (aws_front_door_domain_names), read by webserver.yml
         "certbot_enabled",
         "certbot_domains",
         "certbot_email",

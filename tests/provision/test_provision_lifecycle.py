@@ -25,6 +25,12 @@ PRODUCTION_GROUPS = yaml.safe_load((REPO_ROOT / "inventories/production/group_va
     "ec2_instance_groups"
 ]
 ALARM_EMAIL = "oncall@example.org"
+# Each environment's hosted zone and front door names (the zone is given: the tests create it, as the operator would).
+FRONT_DOOR = {
+    env: yaml.safe_load((REPO_ROOT / f"inventories/{env}/group_vars/all/aws.yml").read_text())
+    for env in ("staging", "production")
+}
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 ANYWHERE = "0.0.0.0/0"
 
 # Tasks allowed to report a change when only the web group changes.
@@ -40,12 +46,14 @@ EIP_TASK = "The single host of an HTTP group holds an Elastic IP"
 EIP_TAG_TASK = "Each new Elastic IP carries the environment's tags"
 STALE_ALB_TASK = "Groups with at most one host, and groups that serve no HTTP, have no load balancer"
 STALE_TG_TASK = "Groups with at most one host, and groups that serve no HTTP, have no target group"
+ALIAS_TASK = "Each name of the front door is an alias record of its load balancer"
+EIP_RECORD_TASK = "Each name of the front door is an A record of the single host's Elastic IP"
 
 # Policy actions the tests do not see called, with the reason the playbooks need them.
 NOT_SEEN_IN_TESTS = {
     # AWS creates these service-linked roles with the account's first ALB / RDS instance.
     "iam:CreateServiceLinkedRole",
-    # Only with an HTTPS listener (aws_front_door_certificate_arn): the tests have no ACM certificate.
+    # Only when a listener's certificate, policy or action changes (a new ARN, another policy).
     "elasticloadbalancing:ModifyListener",
     # DeleteDBInstance with a final snapshot is also authorised as CreateDBSnapshot on the snapshot.
     "rds:CreateDBSnapshot",
@@ -133,7 +141,7 @@ def ingress_rules(aws: MotoServer) -> set[Rule]:
     return out
 
 
-def intended_rules(env: str, web_hosts: int, listener_ports: tuple[int, ...] = (80,)) -> dict[Rule, str]:
+def intended_rules(env: str, web_hosts: int, listener_ports: tuple[int, ...] = (80, 443)) -> dict[Rule, str]:
     """Each rule one environment should have, with why: the front door is the only thing open to the world."""
     prefix = f"{PROJECT}-{env}"
     intended: dict[Rule, str] = {}
@@ -240,7 +248,96 @@ def environment_resources(aws: MotoServer, env: str) -> dict[str, list[str]]:
             for a in aws.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{prefix}-")["MetricAlarms"]
         ],
         "sns topic": [t for t in topics if t.endswith(f":{prefix}-alarms")],
+        "certificate": [c["CertificateArn"] for c in certificates(aws, env)],
+        "dns record": [f"{r['Name']} {r['Type']}" for r in zone_records(aws, env)],
     }
+
+
+def zone_id(aws: MotoServer, env: str) -> str:
+    zone = FRONT_DOOR[env]["aws_front_door_dns_zone"]
+    (found,) = [z for z in aws.client("route53").list_hosted_zones()["HostedZones"] if z["Name"] == f"{zone}."]
+    return found["Id"].split("/")[-1]
+
+
+def zone_records(aws: MotoServer, env: str) -> list[dict[str, Any]]:
+    """Every record of the environment's zone besides the zone's own SOA and NS."""
+    route53 = aws.client("route53")
+    zones = {z["Name"] for z in route53.list_hosted_zones()["HostedZones"]}
+    if f"{FRONT_DOOR[env]['aws_front_door_dns_zone']}." not in zones:
+        return []
+    records = route53.list_resource_record_sets(HostedZoneId=zone_id(aws, env))["ResourceRecordSets"]
+    return [r for r in records if r["Type"] not in ("SOA", "NS")]
+
+
+def certificates(aws: MotoServer, env: str) -> list[dict[str, Any]]:
+    """The environment's ACM certificates (by their Project and Env tags), described."""
+    acm = aws.client("acm")
+    found = []
+    for summary in acm.list_certificates()["CertificateSummaryList"]:
+        arn = summary["CertificateArn"]
+        if tags_of(acm.list_tags_for_certificate(CertificateArn=arn)) == {"Project": PROJECT, "Env": env}:
+            found.append(acm.describe_certificate(CertificateArn=arn)["Certificate"])
+    return found
+
+
+def create_given_zones(aws: MotoServer) -> None:
+    """The public hosted zones the operator provides (delegated from the parent zone in real AWS)."""
+    route53 = aws.client("route53")
+    for env, settings in FRONT_DOOR.items():
+        route53.create_hosted_zone(Name=settings["aws_front_door_dns_zone"], CallerReference=f"given-{env}")
+
+
+def assert_https_front_door(aws: MotoServer, env: str) -> None:
+    """The certificate is issued for the names and validated in the zone; HTTPS with it and TLS 1.2/1.3, 80
+    redirects to 443, and each name is an alias record of the load balancer."""
+    names = FRONT_DOOR[env]["aws_front_door_domain_names"]
+    elb = aws.client("elbv2")
+    (lb,) = elb.describe_load_balancers(Names=[f"{PROJECT}-{env}-web"])["LoadBalancers"]
+    (target_group,) = elb.describe_target_groups(Names=[f"{PROJECT}-{env}-web"])["TargetGroups"]
+    (certificate,) = certificates(aws, env)
+    listeners = {
+        listener["Port"]: listener
+        for listener in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    }
+
+    assert certificate["Status"] == "ISSUED"
+    assert certificate["Type"] == "AMAZON_ISSUED"
+    assert [certificate["DomainName"], *certificate["SubjectAlternativeNames"][1:]] == names
+    assert sorted(certificate["SubjectAlternativeNames"]) == sorted(names)
+    (validation,) = certificate["DomainValidationOptions"]
+    assert validation["ValidationMethod"] == "DNS"
+    cname = validation["ResourceRecord"]
+    records = {(r["Name"], r["Type"]): r for r in zone_records(aws, env)}
+    assert records[(cname["Name"], "CNAME")]["ResourceRecords"] == [{"Value": cname["Value"]}]
+
+    assert set(listeners) == {80, 443}
+    https = listeners[443]
+    assert (https["Protocol"], https["SslPolicy"]) == ("HTTPS", TLS_POLICY)
+    assert https["Certificates"] == [{"CertificateArn": certificate["CertificateArn"]}]
+    (forward,) = https["DefaultActions"]
+    assert (forward["Type"], forward["TargetGroupArn"]) == ("forward", target_group["TargetGroupArn"])
+    http = listeners[80]
+    assert http["Protocol"] == "HTTP"
+    (redirect,) = http["DefaultActions"]
+    assert redirect["Type"] == "redirect"
+    assert {k: redirect["RedirectConfig"][k] for k in ("Protocol", "Port", "StatusCode")} == {
+        "Protocol": "HTTPS",
+        "Port": "443",
+        "StatusCode": "HTTP_301",
+    }
+
+    aliases = {name: records[(f"{name}.", "A")] for name in names}
+    for name, record in aliases.items():
+        assert record["AliasTarget"] == {
+            "HostedZoneId": lb["CanonicalHostedZoneId"],
+            "DNSName": f"{lb['DNSName'].lower()}.",
+            "EvaluateTargetHealth": True,
+        }, name
+    # The load balancer is IPv4 only: no AAAA record. Nothing else was written into the given zone.
+    assert set(records) == {(f"{n}.", "A") for n in names} | {(cname["Name"], "CNAME")}
+    aws.measurements[f"{env}: front door"] = (
+        f"{', '.join(names)} -> {lb['DNSName']}, certificate {certificate['Status']}, {https['SslPolicy']}"
+    )
 
 
 def count(resources: dict[str, list[str]]) -> int:
@@ -257,6 +354,7 @@ def assert_only_changed(run: Run, allowed: set[str], required: set[str]) -> None
 def staging(aws: MotoServer, ssh_key: Path) -> Run:
     """The first provisioning of staging, at -vvv so the secret check below sees the most output."""
     aws.reset()
+    create_given_zones(aws)
     run = aws.playbook(
         "playbooks/provision.yml", "staging", {"aws_alarms_email": ALARM_EMAIL}, key=ssh_key, verbosity="-vvv"
     )
@@ -324,11 +422,12 @@ def test_gpu_hosts_have_no_public_http_elastic_ip_load_balancer_certificate_or_d
     assert gpu["InstanceId"] not in targets
     assert [t["TargetGroupName"] for t in elb.describe_target_groups()["TargetGroups"]] == ["nnp-staging-web"]
     assert [lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]] == ["nnp-staging-web"]
-    # Provisioning makes no certificate and no DNS record for any group (certbot does, on the web hosts).
-    called = {call.action.split(":")[0] for call in staging.calls}
-    assert not called & {"acm", "route53"}, called
-    assert aws.client("acm").list_certificates()["CertificateSummaryList"] == []
-    assert aws.client("route53").list_hosted_zones()["HostedZones"] == []
+    # The certificate and the DNS records name the web group's front door only.
+    (certificate,) = certificates(aws, "staging")
+    assert certificate["SubjectAlternativeNames"] == FRONT_DOOR["staging"]["aws_front_door_domain_names"]
+    named = {r["Name"] for r in zone_records(aws, "staging") if r["Type"] == "A"}
+    assert named == {f"{n}." for n in FRONT_DOOR["staging"]["aws_front_door_domain_names"]}
+    assert all("gpu" not in r["Name"] for r in zone_records(aws, "staging"))
 
 
 def test_database_is_private_encrypted_and_backed_up(aws: MotoServer, staging: Run) -> None:
@@ -406,7 +505,6 @@ def test_the_web_group_of_two_gets_an_alb_and_nothing_gets_an_elastic_ip(aws: Mo
     elb = aws.client("elbv2")
     (lb,) = elb.describe_load_balancers(Names=["nnp-staging-web"])["LoadBalancers"]
     (target_group,) = elb.describe_target_groups(Names=["nnp-staging-web"])["TargetGroups"]
-    (listener,) = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
     targets = elb.describe_target_health(TargetGroupArn=target_group["TargetGroupArn"])["TargetHealthDescriptions"]
 
     assert aws.client("ec2").describe_addresses()["Addresses"] == []
@@ -422,9 +520,15 @@ def test_the_web_group_of_two_gets_an_alb_and_nothing_gets_an_elastic_ip(aws: Mo
     assert {(t["Target"]["Id"], t["Target"]["Port"]) for t in targets} == {
         (hosts[n]["InstanceId"], 443) for n in ("nnp-staging-web-01", "nnp-staging-web-02")
     }
-    assert (listener["Protocol"], listener["Port"]) == ("HTTP", 80)
-    assert listener["DefaultActions"][0]["TargetGroupArn"] == target_group["TargetGroupArn"]
     assert elb.describe_load_balancers()["LoadBalancers"] == [lb], "the gpu group serves no HTTP: no ALB"
+
+
+def test_the_alb_serves_https_with_a_certificate_validated_in_the_zone_and_named_there(
+    aws: MotoServer, staging: Run
+) -> None:
+    assert_https_front_door(aws, "staging")
+    called = {call.action for call in staging.calls}
+    assert {"acm:RequestCertificate", "route53:ChangeResourceRecordSets"} <= called
 
 
 def assert_target_group_is_as_the_inventory_says(aws: MotoServer, env: str) -> None:
@@ -674,7 +778,16 @@ def test_a_single_web_host_is_its_own_front_door(
         key=ssh_key,
     )
 
-    expected = {GROUP_SG_TASK, ALB_SG_TASK, SURPLUS_TASK, EIP_TASK, EIP_TAG_TASK, STALE_ALB_TASK, STALE_TG_TASK}
+    expected = {
+        GROUP_SG_TASK,
+        ALB_SG_TASK,
+        SURPLUS_TASK,
+        EIP_TASK,
+        EIP_TAG_TASK,
+        STALE_ALB_TASK,
+        STALE_TG_TASK,
+        EIP_RECORD_TASK,
+    }
     assert_only_changed(run, allowed=expected | {STALE_ALARMS_TASK, HOSTS_TASK, WAIT_TASK}, required=expected)
     after = hosts_by_name(aws, "staging")
     assert set(after) == {"nnp-staging-gpu-01", "nnp-staging-web-01"}
@@ -682,6 +795,12 @@ def test_a_single_web_host_is_its_own_front_door(
     (address,) = aws.client("ec2").describe_addresses(Filters=tag_filters("staging"))["Addresses"]
     assert address["InstanceId"] == after["nnp-staging-web-01"]["InstanceId"]
     assert tags_of(address)["Role"] == "web"
+    # The names moved from the load balancer to the address: plain A records, nothing left pointing at the ALB.
+    names = FRONT_DOOR["staging"]["aws_front_door_domain_names"]
+    a_records = {r["Name"]: r for r in zone_records(aws, "staging") if r["Type"] == "A"}
+    assert {name: (r.get("AliasTarget"), r["ResourceRecords"], r["TTL"]) for name, r in a_records.items()} == {
+        f"{n}.": (None, [{"Value": address["PublicIp"]}], 300) for n in names
+    }
     assert environment_resources(aws, "staging")["load balancer"] == []
     assert environment_resources(aws, "staging")["target group"] == []
     assert rules(security_group(aws, "nnp-staging-alb")) == set()
@@ -708,8 +827,20 @@ def test_production_gets_multi_az_deletion_protection_and_two_weeks_of_backups(
     assert_security_groups_pass_the_audit(aws, {"staging": 1, "production": PRODUCTION_GROUPS["web"]["count"]})
     assert_secrets_hold_the_endpoint(aws, "production")
     assert_target_group_is_as_the_inventory_says(aws, "production")
+    assert_https_front_door(aws, "production")
     passwords = [secret["password"] for secret in login_secrets(aws, "production").values()]
     assert all(password not in r.output for password in passwords for r in aws.runs)
+
+
+def test_production_rerun_changes_nothing(aws: MotoServer, ssh_key: Path, production_provisioning: Background) -> None:
+    """The certificate, its validation records, the listeners and the alias records are found as they are."""
+    production_provisioning.result()
+
+    rerun = aws.playbook("playbooks/provision.yml", "production", key=ssh_key)
+
+    aws.measurements["production: rerun"] = f"{rerun.seconds:.1f} s"
+    assert rerun.recap["changed"] == 0, f"changed: {rerun.changed_tasks}"
+    assert_https_front_door(aws, "production")
 
 
 @pytest.mark.parametrize(
@@ -792,6 +923,14 @@ def test_nothing_is_left_in_the_account(aws: MotoServer, staging: Run) -> None:
     assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
     assert aws.client("sns").list_topics()["Topics"] == []
     assert aws.client("secretsmanager").list_secrets()["SecretList"] == []
+    assert aws.client("acm").list_certificates()["CertificateSummaryList"] == []
+    # The given zones stay, holding only their own SOA and NS records.
+    route53 = aws.client("route53")
+    zones = route53.list_hosted_zones()["HostedZones"]
+    assert sorted(z["Name"] for z in zones) == sorted(f"{s['aws_front_door_dns_zone']}." for s in FRONT_DOOR.values())
+    for zone in zones:
+        records = route53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]
+        assert sorted(r["Type"] for r in records) == ["NS", "SOA"], zone["Name"]
 
 
 def env_of(run: Run) -> str | None:

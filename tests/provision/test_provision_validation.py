@@ -109,6 +109,18 @@ CASES = {
             "aws_front_door_dns_zone",
         ],
     ),
+    # The certificate and the DNS records are written for these names in this zone: a name outside it fails
+    # here, not halfway through (after the hosts exist).
+    "front door name outside its zone": (
+        "staging",
+        {"aws_front_door_domain_names": ["www.example.org"]},
+        ["aws_front_door_domain_names must list the names to serve, each in that zone", '(got ["www.example.org"])'],
+    ),
+    "front door zone without names": (
+        "staging",
+        {"aws_front_door_domain_names": []},
+        ["aws_front_door_dns_zone is staging.nnp.example.com", "aws_front_door_domain_names must list", "(got [])"],
+    ),
     "storage type not offered": (
         "staging",
         {"aws_database_storage_type": "magnetic"},
