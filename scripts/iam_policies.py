@@ -16,6 +16,12 @@ and aws_region, so that a policy can only reach the resources of its own environ
   aws_ec2 inventory: reads, the environment's database logins, its pre-migration snapshots and the
   (de)registration of hosts in its target groups. Nothing that creates or deletes infrastructure.
 
+The front door's certificate and DNS records (aws_front_door_dns_zone, aws_front_door_domain_names of the
+inventory): ACM requests only for the environment's names and with its tags, deletions only of
+certificates that carry its tags; Route 53 changes only of A/AAAA/CNAME records whose names are the
+environment's names or their ACM validation records (_<hash>.<name>), in whatever zone holds them (the
+zone id is the operator's and unknown here), and never another environment's names.
+
 The account is the policy variable ${aws:PrincipalAccount} (the account of the role that uses the
 policy), so the files hold no account id and are usable as they are. Actions are listed one by one.
 """
@@ -23,6 +29,7 @@ policy), so the files hold no account id and are usable as they are. Actions are
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from dataclasses import dataclass
@@ -44,6 +51,16 @@ class Env:
     project: str
     name: str
     region: str
+    # The front door's hosted zone and names (empty: the environment has no zone).
+    zone: str = ""
+    domain_names: tuple[str, ...] = ()
+
+    @property
+    def record_names(self) -> list[str]:
+        """Route 53's normalized names (lower case, no final dot) of the front door's records: each name and
+        the ACM validation record beneath it (_<hash>.<name>)."""
+        names = [name.lower().rstrip(".") for name in self.domain_names]
+        return sorted(names + [f"_*.{name}" for name in names])
 
     @property
     def prefix(self) -> str:
@@ -73,7 +90,16 @@ def load_env(name: str) -> Env:
     missing = [key for key in ("project_name", "env_name", "aws_region") if not isinstance(merged.get(key), str)]
     if missing:
         raise SystemExit(f"inventories/{name}/group_vars/all sets no plain string for {', '.join(missing)}")
-    return Env(merged["project_name"], merged["env_name"], merged["aws_region"])
+    names = merged.get("aws_front_door_domain_names") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise SystemExit(f"inventories/{name}/group_vars/all: aws_front_door_domain_names is not a list of names")
+    return Env(
+        merged["project_name"],
+        merged["env_name"],
+        merged["aws_region"],
+        str(merged.get("aws_front_door_dns_zone") or ""),
+        tuple(names),
+    )
 
 
 def statement(
@@ -134,13 +160,89 @@ PROVISION_READS = [
 ]
 
 
-def provision_policy(env: Env) -> dict[str, Any]:
+# Route 53 is a global service: its requests name us-east-1 as aws:RequestedRegion.
+ROUTE53_REGION = "us-east-1"
+ACM_READS = ["acm:DescribeCertificate", "acm:ListCertificates", "acm:ListTagsForCertificate"]
+ROUTE53_READS = [
+    "route53:GetChange",
+    "route53:GetHostedZone",
+    "route53:ListHostedZones",
+    "route53:ListHostedZonesByName",
+    "route53:ListResourceRecordSets",
+]
+# What the front door writes into its zone: alias or plain A (AAAA when dualstack) and ACM's CNAMEs.
+RECORD_TYPES = ["A", "AAAA", "CNAME"]
+
+
+def front_door_statements(env: Env, others: list[Env]) -> list[Statement]:
+    """The ALB's certificate (acm_certificate_dns) and the names' records (amazon.aws.route53)."""
+    if not env.domain_names:
+        return []
+    certificates = env.arn("acm", "certificate/*")
+    # Another environment's names that this one's patterns would match (staging's beneath production's).
+    other_names = sorted(
+        {
+            name
+            for other in others
+            for name in other.record_names
+            if any(fnmatch.fnmatchcase(name.replace("*", "x"), own) for own in env.record_names)
+        }
+    )
+    records_condition: dict[str, Any] = {
+        "ForAllValues:StringLike": {"route53:ChangeResourceRecordSetsNormalizedRecordNames": env.record_names},
+        "ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsRecordTypes": RECORD_TYPES},
+    }
+    if other_names:
+        # "_*.nnp.example.com" would also match staging's "_x.staging.nnp.example.com".
+        records_condition["ForAllValues:StringNotLike"] = {
+            "route53:ChangeResourceRecordSetsNormalizedRecordNames": other_names
+        }
+    return [
+        statement(
+            "Route53ZonesAndRecordsRead",
+            ROUTE53_READS,
+            "*",
+            {"StringEquals": {"aws:RequestedRegion": ROUTE53_REGION}},
+        ),
+        # ACM authorises RequestCertificate on no resource: the request must name only the environment's
+        # names and carry its tags (AddTagsToCertificate is checked for those tags on the new certificate).
+        statement(
+            "CertificatesRequestedForTheEnvNamesWithItsTags",
+            ["acm:RequestCertificate"],
+            "*",
+            {
+                "StringEquals": {"aws:RequestedRegion": env.region, **env.tags("RequestTag")},
+                "ForAllValues:StringEquals": {"acm:DomainNames": sorted(name.lower() for name in env.domain_names)},
+            },
+        ),
+        statement(
+            "CertificatesTaggedForTheEnv",
+            ["acm:AddTagsToCertificate"],
+            certificates,
+            {"StringEquals": env.tags("RequestTag")},
+        ),
+        statement(
+            "CertificatesOfTheEnvDeleted",
+            ["acm:DeleteCertificate"],
+            certificates,
+            {"StringEquals": env.tags("ResourceTag")},
+        ),
+        statement(
+            "RecordsOfTheEnvNames",
+            ["route53:ChangeResourceRecordSets"],
+            "arn:aws:route53:::hostedzone/*",
+            records_condition,
+        ),
+    ]
+
+
+def provision_policy(env: Env, others: list[Env] | None = None) -> dict[str, Any]:
     p = env.prefix
     in_own_env = {"StringEquals": env.tags("ResourceTag")}
     created_with_env_tags = {"StringEquals": env.tags("RequestTag")}
     return policy(
         [
-            statement("ReadInTheRegion", PROVISION_READS, "*", env.region_only),
+            statement("ReadInTheRegion", PROVISION_READS + ACM_READS, "*", env.region_only),
             statement("WhoAmI", ["sts:GetCallerIdentity"], "*"),
             # EC2 names its ARNs by id: creation must carry the environment's tags (checked on the new
             # resource), and the network a new resource goes into must already carry them.
@@ -363,6 +465,7 @@ def provision_policy(env: Env) -> dict[str, Any]:
                 ],
                 {"StringEquals": {"iam:AWSServiceName": ["elasticloadbalancing.amazonaws.com", "rds.amazonaws.com"]}},
             ),
+            *front_door_statements(env, others or []),
         ]
     )
 
@@ -423,9 +526,10 @@ def render(document: dict[str, Any]) -> str:
 def generated() -> dict[Path, str]:
     """Every policy file this script writes, by path, with its content."""
     files: dict[Path, str] = {}
-    for name in ENVIRONMENTS:
-        env = load_env(name)
-        files[OUT_DIR / f"{name}-provision.json"] = render(provision_policy(env))
+    envs = {name: load_env(name) for name in ENVIRONMENTS}
+    for name, env in envs.items():
+        others = [other for other_name, other in envs.items() if other_name != name]
+        files[OUT_DIR / f"{name}-provision.json"] = render(provision_policy(env, others))
         files[OUT_DIR / f"{name}-deploy.json"] = render(deploy_policy(env))
     return files
 

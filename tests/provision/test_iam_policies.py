@@ -27,7 +27,15 @@ ENVIRONMENTS = iam_policies.ENVIRONMENTS
 KINDS = ("provision", "deploy")
 ACCOUNT = "111122223333"  # what ${aws:PrincipalAccount} stands for when the tests evaluate a policy
 READ_LEVELS = {"Read", "List"}
-CONDITION_OPERATORS = {"StringEquals", "StringEqualsIfExists", "Null"}
+CONDITION_OPERATORS = {
+    "StringEquals",
+    "StringEqualsIfExists",
+    "Null",
+    # multivalued keys: ACM's requested names, Route 53's changed record names and types
+    "ForAllValues:StringEquals",
+    "ForAllValues:StringLike",
+    "ForAllValues:StringNotLike",
+}
 GLOBAL_KEYS = {"aws:RequestedRegion"}  # present in every request, whatever the action
 # Writes on resources that cannot name or tag the environment, with the reason each is safe.
 UNSCOPED_WRITES = {
@@ -48,7 +56,12 @@ UNSCOPED_RESOURCES = {
     "key-pair/ansible-*": "amazon.aws.ec2_key's temporary key pair (imported, compared, deleted on every run)",
 }
 # Writes on "*": AWS authorises them on no resource type at all.
-STAR_WRITES = {"sns:Unsubscribe": "SNS has no resource type for it; it removes one subscription of a topic"}
+STAR_WRITES = {
+    "sns:Unsubscribe": "SNS has no resource type for it; it removes one subscription of a topic",
+    "acm:RequestCertificate": "ACM has no resource type for it; only the env's names (acm:DomainNames), with its tags",
+}
+# Route 53 is global: its calls carry aws:RequestedRegion us-east-1, whatever the environment's region.
+GLOBAL_SERVICES = {"route53": "us-east-1"}
 # The deploy role may create and delete only the pre-migration snapshots.
 DEPLOY_WRITES = {"rds:CreateDBSnapshot", "rds:DeleteDBSnapshot"}
 CHANGING_VERBS = re.compile(
@@ -170,6 +183,9 @@ def test_every_action_exists_and_applies_to_the_statement_resources(env: str, ki
             for key in condition_keys(statement) - GLOBAL_KEYS:
                 generic = re.sub(r"/[^/]+$", "/${TagKey}", key) if "Tag/" in key else key
                 usable = {k for kind in matched | {""} if kind in types for k in types[kind]["condition_keys"]}
+                # A resource type's own keys (aws:ResourceTag on ACM certificates) apply to every action on it.
+                resources_data = get_service_prefix_data(action.split(":", 1)[0])["resources"]
+                usable |= {k for kind in matched if kind in resources_data for k in resources_data[kind]["condition_keys"]}
                 if generic not in usable:
                     problems.append(f"{sid}: {action} on {sorted(matched)} has no condition key {key}")
         for resource in resources:
@@ -222,13 +238,29 @@ def test_only_reads_and_unscopable_actions_are_on_every_resource(env: str, kind:
             continue
         for action in as_list(statement["Action"]):
             assert is_read(action) or action in STAR_WRITES, f"{statement['Sid']}: {action} on *"
-        if as_list(statement["Action"]) != ["sts:GetCallerIdentity"]:
-            assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": region}}, statement["Sid"]
+        if as_list(statement["Action"]) == ["sts:GetCallerIdentity"]:
+            continue
+        services = {action.split(":", 1)[0] for action in as_list(statement["Action"])}
+        wanted = {GLOBAL_SERVICES.get(service, region) for service in services}
+        assert len(wanted) == 1, f"{statement['Sid']}: global and regional services in one statement"
+        if "acm:RequestCertificate" in as_list(statement["Action"]):
+            # In the region, with the env's tags (and names: test_certificates_are_requested_only_for...).
+            assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == region, statement["Sid"]
+            assert tag_conditioned(statement, iam_policies.load_env(env)), statement["Sid"]
+        else:
+            assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": wanted.pop()}}, statement["Sid"]
+
+
+def record_name_conditioned(statement: dict[str, Any], env: iam_policies.Env) -> bool:
+    """A Route 53 change allowed only for the env's record names (its front door names and their validation records)."""
+    like = statement.get("Condition", {}).get("ForAllValues:StringLike", {})
+    names = like.get("route53:ChangeResourceRecordSetsNormalizedRecordNames")
+    return bool(env.record_names) and names == env.record_names
 
 
 @pytest.mark.parametrize(("env", "kind"), all_policies())
 def test_every_write_names_the_environment_or_requires_its_tags(env: str, kind: str) -> None:
-    """A non-read action reaches a resource by its env's name (nnp-<env>..., nnp/<env>/) or by its tags."""
+    """A non-read action reaches a resource by its env's name (nnp-<env>..., nnp/<env>/), its tags or its DNS names."""
     values = iam_policies.load_env(env)
     named = (f":{values.prefix}", f"/{values.prefix}-", f":{values.project}/{values.name}/")
     unscoped = []
@@ -238,6 +270,8 @@ def test_every_write_names_the_environment_or_requires_its_tags(env: str, kind: 
                 continue
             for resource in as_list(statement["Resource"]):
                 if any(part in resource for part in named) or tag_conditioned(statement, values):
+                    continue
+                if record_name_conditioned(statement, values):
                     continue
                 if any(resource.endswith(f":{suffix}") for suffix in UNSCOPED_RESOURCES):
                     continue
@@ -299,6 +333,7 @@ def sample_resources(env: iam_policies.Env) -> list[tuple[str, dict[str, str]]]:
         f"arn:aws:cloudwatch:{region}:{acct}:alarm:{p}-web-01-cpu-high",
         f"arn:aws:cloudwatch:{region}:{acct}:alarm:{p}-db-cpu-high",
         f"arn:aws:sns:{region}:{acct}:{p}-alarms",
+        f"arn:aws:acm:{region}:{acct}:certificate/0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9",
     ]
     return [(f"arn:aws:ec2:{region}:{acct}:{r}", tags) for r in ec2] + [(arn, tags) for arn in named]
 
@@ -387,3 +422,51 @@ def test_the_deploy_policy_reaches_the_logins_snapshots_and_target_groups_of_its
         f"secret:{own.project}/{own.name}/rds-app-AbCdEf",
         f"targetgroup/{own.prefix}-web/73e2d6bc24d8a067",
     }
+
+
+def record_change_allowed(policy: dict[str, Any], name: str, record_type: str) -> bool:
+    """Whether a ChangeResourceRecordSets of one record (normalized name, type) is allowed, conditions evaluated."""
+    for statement in policy["Statement"]:
+        if "route53:ChangeResourceRecordSets" not in as_list(statement["Action"]):
+            continue
+        condition = statement.get("Condition", {})
+        key = "route53:ChangeResourceRecordSetsNormalizedRecordNames"
+        like = as_list(condition.get("ForAllValues:StringLike", {}).get(key, ["*"]))
+        not_like = as_list(condition.get("ForAllValues:StringNotLike", {}).get(key, []))
+        types = as_list(condition.get("ForAllValues:StringEquals", {}).get("route53:ChangeResourceRecordSetsRecordTypes", []))
+        if (
+            any(fnmatch.fnmatchcase(name, p) for p in like)
+            and not any(fnmatch.fnmatchcase(name, p) for p in not_like)
+            and (not types or record_type in types)
+        ):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_provisioning_policy_changes_only_the_dns_records_of_its_own_names(env: str) -> None:
+    """Its names (alias/A) and their ACM validation CNAMEs; never another environment's, nor the zone's NS/SOA."""
+    policy, own = load(env, "provision"), iam_policies.load_env(env)
+    assert own.domain_names, "the inventory names the front door's names"
+    for name in own.domain_names:
+        assert record_change_allowed(policy, name, "A")
+        assert record_change_allowed(policy, name, "AAAA")
+        assert record_change_allowed(policy, f"_3f2a9c.{name}", "CNAME")
+        assert not record_change_allowed(policy, name, "NS")
+        assert not record_change_allowed(policy, f"www.{name}", "A")
+    for other_name in ENVIRONMENTS:
+        if other_name == env:
+            continue
+        for name in iam_policies.load_env(other_name).domain_names:
+            assert not record_change_allowed(policy, name, "A"), f"{env} may change {other_name}'s {name}"
+            assert not record_change_allowed(policy, f"_3f2a9c.{name}", "CNAME"), f"{env}: {other_name}'s {name}"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_certificates_are_requested_only_for_the_env_names_with_its_tags(env: str) -> None:
+    own = iam_policies.load_env(env)
+    (request,) = [s for s in load(env, "provision")["Statement"] if "acm:RequestCertificate" in as_list(s["Action"])]
+    assert request["Condition"]["ForAllValues:StringEquals"]["acm:DomainNames"] == sorted(own.domain_names)
+    assert tag_conditioned(request, own)
+    deploy = {a for s in load(env, "deploy")["Statement"] for a in as_list(s["Action"])}
+    assert not {a for a in deploy if a.startswith(("acm:", "route53:"))}
