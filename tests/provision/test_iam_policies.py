@@ -185,7 +185,9 @@ def test_every_action_exists_and_applies_to_the_statement_resources(env: str, ki
                 usable = {k for kind in matched | {""} if kind in types for k in types[kind]["condition_keys"]}
                 # A resource type's own keys (aws:ResourceTag on ACM certificates) apply to every action on it.
                 resources_data = get_service_prefix_data(action.split(":", 1)[0])["resources"]
-                usable |= {k for kind in matched if kind in resources_data for k in resources_data[kind]["condition_keys"]}
+                usable |= {
+                    k for kind in matched if kind in resources_data for k in resources_data[kind]["condition_keys"]
+                }
                 if generic not in usable:
                     problems.append(f"{sid}: {action} on {sorted(matched)} has no condition key {key}")
         for resource in resources:
@@ -433,7 +435,9 @@ def record_change_allowed(policy: dict[str, Any], name: str, record_type: str) -
         key = "route53:ChangeResourceRecordSetsNormalizedRecordNames"
         like = as_list(condition.get("ForAllValues:StringLike", {}).get(key, ["*"]))
         not_like = as_list(condition.get("ForAllValues:StringNotLike", {}).get(key, []))
-        types = as_list(condition.get("ForAllValues:StringEquals", {}).get("route53:ChangeResourceRecordSetsRecordTypes", []))
+        types = as_list(
+            condition.get("ForAllValues:StringEquals", {}).get("route53:ChangeResourceRecordSetsRecordTypes", [])
+        )
         if (
             any(fnmatch.fnmatchcase(name, p) for p in like)
             and not any(fnmatch.fnmatchcase(name, p) for p in not_like)
