@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIO ?= common
 
-.PHONY: help up down setup host image lint syntax pytest molecule molecule-all test clean
+.PHONY: help up down setup host image lint wheel-check syntax pytest molecule molecule-all test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,8 +26,11 @@ host: ## Install missing host packages (PostgreSQL, Pebble, Docker) and start do
 image: setup host ## Build the systemd test image (only when its recipe changed; skipped when MOLECULE_IMAGE is set)
 	@if [ -z "$${MOLECULE_IMAGE:-}" ]; then scripts/build-image.sh; fi
 
-lint: setup ## yamllint, ansible-lint (production profile), ruff
+lint: setup ## yamllint, ansible-lint (production profile), ruff, vermin (Python 3.10), the wheel check
 	@scripts/test.sh lint
+
+wheel-check: setup ## The app's pins have wheels for CPython 3.10-3.13, x86_64 and aarch64 (ARGS=--refresh re-checks)
+	@python scripts/wheel_check.py $(ARGS)
 
 syntax: setup ## ansible-playbook --syntax-check site.yml against each inventory
 	@scripts/test.sh syntax

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,13 +26,22 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
-class SessionStatus(StrEnum):
+class SessionStatus(str, Enum):
+    """A session's status. Behaves as enum.StrEnum would, which needs Python 3.11 (Ubuntu 22.04 has 3.10).
+
+    A plain `(str, Enum)` member prints as "SessionStatus.QUEUED", and on 3.12+ f-strings do too; with
+    __str__ returning the value, str(), format() and f-strings give "queued" on every Python from 3.10.
+    """
+
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     STOPPED = "stopped"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 ACTIVE_STATUSES = (SessionStatus.QUEUED, SessionStatus.RUNNING)

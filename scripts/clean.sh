@@ -8,6 +8,6 @@ if docker info >/dev/null 2>&1; then
   # shellcheck disable=SC2086 # one id per word
   [ -z "$ids" ] || docker rm -f $ids >/dev/null
 fi
-rm -rf .venv .cache/facts .pytest_cache .ruff_cache collections artifacts
+rm -rf .venv .cache/facts .cache/wheel-check .pytest_cache .ruff_cache collections artifacts
 find . -name __pycache__ -type d -prune -exec rm -rf {} +
 echo "clean"

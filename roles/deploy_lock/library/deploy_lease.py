@@ -173,7 +173,7 @@ def parse_time(lease: dict, key: str) -> int | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)  # noqa: UP017 - datetime.UTC is 3.11+, hosts may run 3.10
+        parsed = parsed.replace(tzinfo=timezone.utc)  # not datetime.UTC (3.11+): hosts may run 3.10
     return int(parsed.timestamp())
 
 
