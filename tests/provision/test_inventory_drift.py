@@ -78,6 +78,7 @@ SHARED = {
         "app_database_name",
         "app_database_user",
         "app_database_password",
+        "app_database_ca_bundle_url",
         "common_timezone",
         "common_service_user",
         "common_service_group",

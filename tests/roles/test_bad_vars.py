@@ -114,6 +114,18 @@ CASES = [
     ("app", "stage", {"app_keep_releases": 1}, "app_keep_releases must be at least 2"),
     ("app", "stage", {"app_environment": {"DATABASE_URL": "x"}}, "app_environment key DATABASE_URL"),
     ("app", "stage", {"app_proxy_upstream_file": "nnp-upstream.conf"}, "an absolute path, got 'nnp-upstream.conf'"),
+    (
+        "app",
+        "stage",
+        {"app_database_host": "db", "app_database_password": "p", "app_database_ca_bundle_url": "http://x/ca.pem"},
+        "app_database_ca_bundle_url must be an https:// or file:// URL",
+    ),
+    (
+        "app",
+        "stage",
+        {"app_database_host": "db", "app_database_password": "p", "app_database_sslrootcert": "ca.pem"},
+        "an absolute path, needed for sslmode verify-full, got 'ca.pem'",
+    ),
     ("nginx", "maintenance", {"nginx_maintenance_retry_after_seconds": 0}, "a positive number of seconds (got 0)"),
     ("nginx", "main", {"nginx_upstream_file": "upstream.conf"}, "nginx_upstream_file must be"),
     ("app_db", "main", {**APP_DB_REQUIRED, "app_db_master_password": ""}, "app_db_master_password is empty"),

@@ -117,9 +117,25 @@ def test_env_file_is_private_to_the_service_account(host, hostvars):
     content = host.run(f"cat {ROOT}/shared/app.env").stdout
     # The password is percent-encoded in the URL ('/', ':', '@', '%', '?', '#' are all special there).
     assert 'DATABASE_URL="postgresql://nnp_app:m0lecule%2Fapp%3Ap%40ss%25word%3F%23@127.0.0.1:15433/nnp' in content
-    assert "sslmode=require" in content
+    assert "sslmode=verify-full&sslrootcert=%2Fetc%2Fnnp%2Fdatabase-ca.pem" in content
     assert 'TORCH_THREADS="1"' in content
     assert not re.search(r"^(RELEASE_ID|GIT_SHA)=", content, re.M), "they differ per release: release.env holds them"
+
+
+def test_the_database_certificate_is_checked_against_the_installed_bundle(host, hostvars):
+    """stage installed the CA bundle from app_database_ca_bundle_url; libpq checks the server with it, and
+    the same server fails verification against any other CA (the system's)."""
+    bundle = host.file("/etc/nnp/database-ca.pem")
+    assert (bundle.user, bundle.group, bundle.mode) == ("root", "root", 0o644)
+    assert bundle.content_string == host.file("/etc/ssl/molecule-db-ca.pem").content_string
+    login = (
+        f"PGPASSWORD={shlex.quote(hostvars['app_db_master_password'])} PGSSLMODE=verify-full "
+        f"psql -h 127.0.0.1 -p {hostvars['app_db_port']} -U {hostvars['app_db_master_user']} -d nnp -X -At -c 'SELECT 1'"
+    )
+    assert host.run(f"PGSSLROOTCERT=/etc/nnp/database-ca.pem {login}").stdout.strip() == "1"
+    other = host.run(f"PGSSLROOTCERT=/etc/ssl/certs/ca-certificates.crt {login}")
+    assert other.rc != 0
+    assert "certificate verify failed" in other.stderr, other.stderr
 
 
 def test_secrets_stay_in_the_env_file(host, hostvars, releases):
