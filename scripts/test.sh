@@ -6,13 +6,11 @@
 #
 # `all` runs in two phases. First a pool of TEST_JOBS (default 2) stages at a time: lint, syntax,
 # the pytest suites, every role scenario, and the site scenario up to its idempotence check
-# (create, converge, idempotence) followed by its tests that put no load on the stack (SITE_CALM:
-# end to end, the browser, the training pool with a host killed). These share nothing (each scenario
-# has its own containers and ports, each pytest suite starts its servers on free loopback ports), and
-# on this 2-core machine a single Ansible run leaves about half of it idle. Then the site scenario's
-# other tests alone: its rollout tests put a load on the stack that saturates the machine by design,
-# so nothing else may run beside them. Each pooled stage writes to artifacts/test-logs/<stage>.log,
-# printed whole when it ends.
+# (create, converge, idempotence). These share nothing (each scenario has its own containers and
+# ports, each pytest suite starts its servers on free loopback ports), and on this 2-core machine a
+# single Ansible run leaves about half of it idle. Then the site scenario's verify alone: its rollout
+# tests put a load on the stack that saturates the machine by design, so nothing else may run beside
+# them. Each pooled stage writes to artifacts/test-logs/<stage>.log, printed whole when it ends.
 # TEST_JOBS=1 runs everything one after the other.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -77,32 +75,14 @@ run_molecule() {
   done
 }
 
-# The site scenario in three parts: up (its test_sequence up to idempotence) and the tests without load
-# in the pool, then the load tests and the destroy alone.
+# The site scenario in two halves (its test_sequence, split where the load tests start).
 site_up() {
-  rm -rf artifacts/site
   molecule destroy -s site && molecule syntax -s site && molecule converge -s site && molecule idempotence -s site
 }
-# The site tests (molecule/site/tests/test_NN_*.py) that put no load on the stack; the rest run alone.
-SITE_CALM=(test_10 test_20 test_25)
-site_tests() { # site_tests calm|load: pytest options that select those test files
-  local t opts=()
-  for t in molecule/site/tests/test_[0-9]*.py; do
-    t=${t##*/}
-    if [[ " ${SITE_CALM[*]} " == *" ${t:0:7} "* ]]; then
-      [ "$1" = load ] && opts+=("--ignore-glob=*/$t")
-    else
-      [ "$1" = calm ] && opts+=("--ignore-glob=*/$t")
-    fi
-  done
-  echo "${opts[*]}"
-}
-site_verify_calm() { PYTEST_ADDOPTS="$(site_tests calm)" molecule verify -s site; }
-run_site() { stage "molecule site: up" site_up_marked && stage "molecule site: verify, no load" site_verify_calm; }
 site_verify() {
   local rc=0
   if [ -e "$LOGS/site-up.ok" ]; then
-    PYTEST_ADDOPTS="$(site_tests load)" molecule verify -s site || rc=$?
+    molecule verify -s site || rc=$?
   else
     echo "the site scenario did not come up (see [molecule site: up] above): no verify" >&2
     rc=1
@@ -140,7 +120,7 @@ run_all() {
   # Long stages first, so the pool ends evenly. The app suite, whose fault tests time how fast a killed
   # worker's job comes back, starts after the site scenario's converge (five hosts at once) has run
   # for a while, beside the one-host role scenarios. Each entry: stage name | command.
-  jobs+=("molecule site|run_site")
+  jobs+=("molecule site: up|site_up_marked")
   jobs+=("pytest provision, roles|${PYTEST[*]} tests/provision tests/roles")
   jobs+=("molecule app|molecule test -s app")
   jobs+=("pytest app|${PYTEST[*]} tests/app tests/browser")
@@ -162,7 +142,7 @@ run_all() {
     running=$((running - 1))
   done
   grep -q ' FAIL ' "$SUMMARY" && failed=1
-  stage "molecule site: verify, load" site_verify
+  stage "molecule site: verify" site_verify
 }
 site_up_marked() { rm -f "$LOGS/site-up.ok"; site_up && touch "$LOGS/site-up.ok"; }
 

@@ -44,22 +44,13 @@ def downgrade() -> None:
 '''
 
 
-@pytest.fixture(scope="session", autouse=True)
-def figures() -> Iterator[None]:
-    """At the end, the session's figures are added to artifacts/site/rollout-figures.json (`make test`
-    verifies in two sessions; scripts/test.sh empties artifacts/site/ when it brings the stack up)."""
-    yield
-    if FIGURES:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / "rollout-figures.json"
-        earlier = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**earlier, **FIGURES}, indent=2) + "\n")
-
-
 @pytest.fixture(scope="session")
-def state() -> dict[str, Any]:
-    """What the tests hand on to each other."""
-    return {"initial": live_releases()}
+def state() -> Iterator[dict[str, Any]]:
+    """What the tests hand on to each other; the figures are written to artifacts/site/ at the end."""
+    shared: dict[str, Any] = {"initial": live_releases()}
+    yield shared
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "rollout-figures.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
 
 
 @pytest.fixture(scope="session")

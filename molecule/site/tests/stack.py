@@ -37,11 +37,8 @@ LB_URL = f"https://127.0.0.1:{LOCAL['local_lb_port']}"
 CA = STATE / "tls" / "ca.pem"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-central-1"}
 FACT_CACHE = REPO / ".cache" / "facts"
-# Figures of the tests (test_25, test_30, test_40), added to artifacts/site/rollout-figures.json.
+# Figures of the rollout tests (test_30, test_40), written to artifacts/site/rollout-figures.json.
 FIGURES: dict[str, Any] = {}
-# This pytest session's name in its run logs: `make test` verifies the scenario in two sessions (the
-# tests without load in the pool, the load tests alone), and test_90 reads the logs of both.
-SESSION = time.strftime("%Y%m%d-%H%M%S")
 # App passwords replaced by the rotation test, for the secrets check.
 OLD_PASSWORDS: list[str] = []
 RECAP = re.compile(
@@ -106,7 +103,7 @@ class Run:
         return sum(host["changed"] for host in self.recap().values())
 
 
-RUNS: list[Run] = []  # every run of the session; each one's output is also in artifacts/site/run-*.log
+RUNS: list[Run] = []  # every run of the session, for the secrets check
 
 
 _RUNS_LOCK = threading.Lock()
@@ -122,7 +119,7 @@ def playbook(*args: str, timeout: float = 900, env: dict[str, str] | None = None
         **AWS_ENV,
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_FORCE_COLOR": "0",
-        # Per-task durations in artifacts/site/run-SESSION-NN.log.
+        # Per-task durations in artifacts/site/run-NN.log.
         "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
     }
     start = time.monotonic()
@@ -133,7 +130,7 @@ def playbook(*args: str, timeout: float = 900, env: dict[str, str] | None = None
     with _RUNS_LOCK:
         RUNS.append(run)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / f"run-{SESSION}-{len(RUNS):02d}.log").write_text(" ".join(argv) + "\n" + run.output)
+        (ARTIFACTS / f"run-{len(RUNS):02d}.log").write_text(" ".join(argv) + "\n" + run.output)
     return run
 
 
