@@ -107,6 +107,10 @@ SHARED = {
         "app_health_validate_certs",
         "common_firewall_allowed_tcp_ports",
         "lb_target_kind",
+        # TLS at the balancer or on the host, and whose forwarded headers nginx trusts (webserver.yml)
+        "web_tls_on_host",
+        "web_load_balancer_addresses",
+        "nginx_trusted_proxies",
         "lb_target_alb_target_group",
         "pytorch_variant",
     },

@@ -159,7 +159,7 @@ def intended_rules(env: str, web_hosts: int, listener_ports: tuple[int, ...] = (
     elif web_hosts > 1:
         for port in listener_ports:
             intended[(f"{prefix}-alb", "tcp", port, port, ANYWHERE)] = "front door: ALB listener"
-        intended[(f"{prefix}-web", "tcp", 443, 443, f"sg:{prefix}-alb")] = "ALB to the web hosts (target port)"
+        intended[(f"{prefix}-web", "tcp", 80, 80, f"sg:{prefix}-alb")] = "ALB to the web hosts (target port)"
     return intended
 
 
@@ -519,10 +519,10 @@ def test_the_web_group_of_two_gets_an_alb_and_nothing_gets_an_elastic_ip(aws: Mo
         target_group["HealthCheckPath"],
         target_group["HealthCheckProtocol"],
         target_group["Matcher"]["HttpCode"],
-    ) == ("/readyz", "HTTPS", "200")
-    assert (target_group["Protocol"], target_group["Port"]) == ("HTTPS", 443)
+    ) == ("/readyz", "HTTP", "200")
+    assert (target_group["Protocol"], target_group["Port"]) == ("HTTP", 80)
     assert {(t["Target"]["Id"], t["Target"]["Port"]) for t in targets} == {
-        (hosts[n]["InstanceId"], 443) for n in ("nnp-staging-web-01", "nnp-staging-web-02")
+        (hosts[n]["InstanceId"], 80) for n in ("nnp-staging-web-01", "nnp-staging-web-02")
     }
     assert elb.describe_load_balancers()["LoadBalancers"] == [lb], "the gpu group serves no HTTP: no ALB"
 

@@ -68,6 +68,21 @@ def test_proxy_passes_body_and_forwarded_headers(host):
     assert headers.get("connection", "") != "close"
 
 
+def test_forwarded_headers_count_only_from_the_trusted_load_balancer(host):
+    """nginx_trusted_proxies is [127.0.0.2] here: a client elsewhere cannot choose the address, scheme or
+    port the app sees; the load balancer (the request comes from 127.0.0.2) can."""
+    claims = "-H 'X-Forwarded-For: 198.51.100.4, 203.0.113.9' -H 'X-Forwarded-Proto: http' -H 'X-Forwarded-Port: 8080'"
+    untrusted = echo(host, claims)["headers"]
+    assert (untrusted["x-real-ip"], untrusted["x-forwarded-for"]) == ("127.0.0.1", "127.0.0.1")
+    assert (untrusted["x-forwarded-proto"], untrusted["x-forwarded-port"]) == ("https", "18443")
+    trusted = echo(host, claims, "--interface 127.0.0.2")["headers"]
+    # The rightmost address the balancer did not add itself: the one it saw the client connect from.
+    assert (trusted["x-real-ip"], trusted["x-forwarded-for"]) == ("203.0.113.9", "203.0.113.9")
+    assert (trusted["x-forwarded-proto"], trusted["x-forwarded-port"]) == ("http", "8080")
+    nonsense = echo(host, "-H 'X-Forwarded-Proto: gopher'", "--interface 127.0.0.2")["headers"]
+    assert nonsense["x-forwarded-proto"] == "https"
+
+
 def test_request_id_generated_when_missing_or_malformed(host):
     generated = echo(host)["headers"]["x-request-id"]
     assert len(generated) == 32

@@ -51,20 +51,11 @@ def lb_client(**kwargs: Any) -> httpx.Client:
     return httpx.Client(base_url=LB_URL, verify=ssl.create_default_context(cafile=str(CA)), timeout=30, **kwargs)
 
 
-def pebble_roots() -> str:
-    """Pebble's current root (it makes a new one at every start), which issued the hosts' certificates."""
-    api_ca = ssl.create_default_context(cafile=str(STATE / "services" / "pebble" / "api-ca.pem"))
-    response = httpx.get(f"https://127.0.0.1:{LOCAL['local_pebble_management_port']}/roots/0", verify=api_ca)
-    response.raise_for_status()
-    return response.text
-
-
 def host_client(host: str) -> httpx.Client:
-    """A client for one web host's own nginx, checking its Pebble certificate for the site's name."""
-    context = ssl.create_default_context(cadata=pebble_roots())
+    """A client for one web host's own nginx on its plain HTTP port, where the load balancer reaches it
+    (TLS ends at the balancer, as at the ALB)."""
     return httpx.Client(
-        base_url=f"https://127.0.0.1:{HOSTS[host]['nginx_https_port']}",
-        verify=context,
+        base_url=f"http://127.0.0.1:{HOSTS[host]['nginx_http_port']}",
         headers={"Host": DOMAIN},
         timeout=30,
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
+import pytest
 from stack import HOSTS, host_client, host_get, lb_client, live_releases
 
 POINTS = [[0.6, 0.7], [-0.6, 0.7], [-0.4, -0.8], [0.9, -0.2]]
@@ -16,6 +18,20 @@ def test_front_door_serves_the_app_over_https_with_the_stack_ca() -> None:
         assert "text/html" in page.headers["content-type"]
         assert "max-age=" in page.headers["strict-transport-security"]
         assert client.get("/readyz").json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_tls_ends_at_the_front_door_and_each_host_serves_plain_http_behind_it(host: str) -> None:
+    """As behind the ALB: nginx serves plain HTTP from its first start (certbot is off there), sends HSTS
+    only when the balancer says the client came in over HTTPS, and has no HTTPS port at all."""
+    with host_client(host) as client:
+        direct = client.get("/")
+        assert direct.status_code == 200
+        assert "strict-transport-security" not in direct.headers
+        relayed = client.get("/", headers={"X-Forwarded-Proto": "https"})
+        assert "max-age=" in relayed.headers["strict-transport-security"]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", HOSTS[host]["nginx_https_port"]), timeout=5).close()
 
 
 def test_every_host_serves_the_same_release_as_the_front_door() -> None:
