@@ -34,7 +34,8 @@ stage() { # stage NAME COMMAND...: runs it here, records its result and time
   return $rc
 }
 
-inventories() { find inventories -mindepth 1 -maxdepth 1 -type d | sort; }
+# Every inventory (a folder with a hosts.yml); inventories/shared is the base staging and production link to.
+inventories() { find inventories -mindepth 2 -maxdepth 2 -name hosts.yml -printf "%h\n" | sort; }
 
 # The oldest Python the app and the roles' modules run on (pyproject's requires-python; Ubuntu 22.04's
 # 3.10): vermin fails on anything that needs a newer one. tests/roles/test_python_support.py reads this.
