@@ -1,10 +1,11 @@
-"""Staging and production differ only where they should, and repeat nothing the roles' defaults could hold.
+"""Staging and production differ only where they should, and repeat nothing: what they share is set once.
 
 Each host group's effective inventory variables (group_vars/all merged with the group's own, as
 `ansible-inventory --export` lists them, templates unrendered) are compared between the two inventories.
 A key set in one and not the other, or to another value, is a difference; a key set to the same value in
-both is a repeat. Both sets must be exactly the lists below: a new difference, or a repeated line that
-belongs in a role's defaults, fails here and has to be listed (with a reason) or moved.
+both is a repeat. The differences must be exactly DIFFERENT below (a new one has to be listed, with its
+reason), and the repeats exactly what the shared base (inventories/shared/group_vars, linked into both
+inventories) sets: a value repeated in both environments' own files fails here and has to move there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 from typing import Any
 
 import pytest
+import yaml
 from provision_harness import REPO_ROOT, VENV_BIN
 from test_provision_inventories import offline_env
 
@@ -53,69 +55,19 @@ DIFFERENT = {
     "gpu": set(),
 }
 
-# Keys both inventories set to the same value. Each is read outside the roles' defaults (deploy plays,
-# other roles, the dynamic inventory), so no role default can hold it yet.
-SHARED = {
-    "all": {
-        # environment identity, read by the deploy plays and checked against aws_ec2.yml
-        "project_name",
-        "aws_region",
-        # database names, read by the app wiring (app.yml) as well as by provisioning
-        "rds_database_name",
-        "rds_master_username",
-        "rds_app_username",
-        "deploy_rds_instance_id",
-        # deploy wiring of the app, app_db and common roles
-        "app_db_host",
-        "app_db_port",
-        "app_db_name",
-        "app_db_master_user",
-        "app_db_master_password",
-        "app_db_user",
-        "app_db_password",
-        "app_database_host",
-        "app_database_port",
-        "app_database_name",
-        "app_database_user",
-        "app_database_password",
-        "app_database_ca_bundle_url",
-        "common_timezone",
-        "common_service_user",
-        "common_service_group",
-        "common_service_home",
-        "tls_acme_email",
-    },
-    "web": {
-        # nginx, certbot and app wiring of the web group
-        "tls_domain_names",  # the front door's names (aws_front_door_domain_names), read by webserver.yml
-        "certbot_enabled",
-        "certbot_domains",
-        "certbot_email",
-        "certbot_acme_server",
-        "nginx_server_names",
-        "nginx_tls_enabled",
-        "nginx_tls_certificate",
-        "nginx_tls_certificate_key",
-        "nginx_tls_trusted_certificate",
-        "nginx_upstream_file",
-        "app_proxy_upstream_file",
-        "nginx_upstream_keepalive",
-        "nginx_static_root",
-        "nginx_extra_groups",
-        "app_health_base_url",
-        "app_health_headers",
-        "app_health_validate_certs",
-        "common_firewall_allowed_tcp_ports",
-        "lb_target_kind",
-        # TLS at the balancer or on the host, and whose forwarded headers nginx trusts (webserver.yml)
-        "web_tls_on_host",
-        "web_load_balancer_addresses",
-        "nginx_trusted_proxies",
-        "lb_target_alb_target_group",
-        "pytorch_variant",
-    },
-    "gpu": {"app_web_enabled", "pytorch_variant"},
-}
+# The shared base: inventories/shared/group_vars/<group>/*.yml, linked (symlinks) into both environments'
+# group_vars. What both environments set to the same value lives there, once; everything an environment's
+# own files set must differ from the other environment's.
+SHARED_ROOT = REPO_ROOT / "inventories" / "shared" / "group_vars"
+
+
+def shared_keys(group: str) -> set[str]:
+    """The keys the shared base sets for a host group (its all/ files and the group's own)."""
+    keys: set[str] = set()
+    for folder in {"all", group}:
+        for path in sorted((SHARED_ROOT / folder).glob("*.yml")):
+            keys |= set(yaml.safe_load(path.read_text()) or {})
+    return keys
 
 
 def unwrap(value: Any) -> Any:
@@ -165,15 +117,35 @@ def test_staging_and_production_differ_exactly_in_the_listed_keys(
 
 
 @pytest.mark.parametrize("group", ["all", *GROUPS])
-def test_staging_and_production_repeat_only_the_listed_keys(
+def test_what_both_environments_repeat_comes_from_the_shared_base(
     inventories: dict[str, dict[str, dict[str, Any]]], group: str
 ) -> None:
     staging, production = inventories["staging"][group], inventories["production"][group]
-    expected = SHARED["all"] | SHARED[group]
 
     repeated = {key for key in staging.keys() & production.keys() if staging[key] == production[key]}
+    shared = shared_keys(group)
 
-    assert repeated == expected, (
-        f"repeated lines (move them to a role's defaults, or list them here with the reason): "
-        f"{sorted(repeated - expected)}; no longer repeated: {sorted(expected - repeated)}"
+    assert repeated == shared, (
+        f"set to the same value in both environments' own files (move them to inventories/shared/group_vars): "
+        f"{sorted(repeated - shared)}; shared but not the same in both: {sorted(shared - repeated)}"
     )
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_each_environment_links_the_whole_shared_base_and_overrides_none_of_it(env: str) -> None:
+    """Every shared file is a link in the environment's group_vars (same folder, same name), and no file
+    of the environment's own sets a key of the shared base: a value that differs leaves the base."""
+    root = REPO_ROOT / "inventories" / env / "group_vars"
+    shared = sorted(path.relative_to(SHARED_ROOT) for path in SHARED_ROOT.rglob("*.yml"))
+    assert shared, "the shared base is empty"
+    for relative in shared:
+        link = root / relative
+        assert link.is_symlink(), f"inventories/{env}/group_vars/{relative} is not a link to the shared base"
+        assert link.resolve() == (SHARED_ROOT / relative).resolve(), f"{link} points elsewhere"
+    for path in sorted(root.rglob("*.yml")):
+        if path.is_symlink():
+            assert path.resolve().is_relative_to(SHARED_ROOT.resolve()), f"{path} links outside the shared base"
+            continue
+        group = path.relative_to(root).parts[0]
+        own = set(yaml.safe_load(path.read_text()) or {})
+        assert not own & shared_keys(group), f"{path} overrides the shared base: {sorted(own & shared_keys(group))}"

@@ -81,6 +81,12 @@ CASES = [
     ),
     ("pytorch", "main", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
     ("pytorch", "host", {"pytorch_variant": "gpu"}, "value of pytorch_variant must be one of: cpu, cuda"),
+    (
+        "pytorch",
+        "host",
+        {"pytorch_nvidia_driver_install": "yes"},
+        "value of pytorch_nvidia_driver_install must be one of: auto, always, never",
+    ),
     ("pytorch", "main", {"pytorch_cpu_version": "latest"}, "pytorch_cpu_version must pin one version"),
     ("pytorch", "main", {"pytorch_venv_path": "venv"}, "pytorch_venv_path (absolute path, got 'venv')"),
     ("nginx", "main", {"nginx_http_port": 70000}, "nginx_http_port (70000)"),

@@ -1,4 +1,4 @@
-"""`make test` runs role scenarios two at a time (scripts/test.sh), on the host network: no two scenarios
+"""`make test` runs role scenarios several at a time (scripts/test.sh), on the host network: no two scenarios
 may open the same fixed loopback port, or one of them fails to start its service. The site scenario's
 ports are inventories/local's."""
 

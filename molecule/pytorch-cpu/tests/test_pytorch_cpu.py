@@ -2,9 +2,6 @@
 
 import json
 
-# The scenario has both hosts; these tests are about this one.
-testinfra_hosts = ["pytorch-cpu-instance"]
-
 VENV = "/opt/nnp/venv"
 CUDA_PREFIXES = ("nvidia-", "cuda-")
 

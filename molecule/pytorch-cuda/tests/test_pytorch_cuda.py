@@ -2,9 +2,6 @@
 
 import json
 
-# The scenario has both hosts; these tests are about this one.
-testinfra_hosts = ["pytorch-cuda-instance"]
-
 VENV = "/opt/nnp/venv"
 
 

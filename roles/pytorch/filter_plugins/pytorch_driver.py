@@ -1,0 +1,60 @@
+"""Whether the pytorch role installs the NVIDIA driver on a host, and why: one pure decision, unit-tested.
+
+pytorch_driver_plan(variant, install, in_container, present, ours, packages, container_type) gives
+{"managed": bool, "reason": str, "packages": [...], "error": str}:
+  variant         "cpu" or "cuda" (pytorch_variant)
+  install         "auto", "always" or "never" (pytorch_nvidia_driver_install)
+  in_container    the host is a container: no kernel modules, the host's driver serves
+  present         the loaded driver's version ("570.172.08"), "" when no NVIDIA module is loaded
+  ours            the role's driver package is installed (dpkg), so a present driver is the role's own
+  packages        the role's driver packages for this OS (vars/<distribution>.yml)
+A non-empty "error" stops the run before anything changes: "always" over a driver the role did not
+install (the Deep Learning AMI's) would put a second driver beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def driver_plan(
+    variant: str,
+    install: str,
+    in_container: bool,
+    present: str,
+    ours: bool,
+    packages: list[str],
+    container_type: str = "",
+) -> dict[str, Any]:
+    def plan(managed: bool, reason: str, error: str = "") -> dict[str, Any]:
+        return {"managed": managed, "reason": reason, "packages": list(packages) if managed else [], "error": error}
+
+    present = (present or "").strip()
+    if install not in ("auto", "always", "never"):
+        return plan(False, "refused", f"pytorch_nvidia_driver_install must be auto, always or never, got {install!r}")
+    if variant != "cuda":
+        return plan(False, "not needed: cpu variant")
+    if in_container:
+        return plan(
+            False, f"skipped: running in a container ({container_type or 'unknown'}); the host provides the driver"
+        )
+    if install == "never":
+        return plan(False, "skipped: pytorch_nvidia_driver_install is never")
+    if present and ours:
+        return plan(True, f"kept: the role's driver {present} is loaded ({', '.join(packages)})")
+    if present and install == "auto":
+        return plan(False, f"kept: the image's driver {present} is loaded; auto installs no second driver over it")
+    if present:
+        return plan(
+            False,
+            "refused",
+            f"pytorch_nvidia_driver_install is always, but driver {present} is loaded and was not installed from "
+            f"{', '.join(packages)} (the image's own, e.g. the Deep Learning AMI's): installing a second driver over "
+            "it breaks both. Set pytorch_nvidia_driver_install: auto to keep the image's driver.",
+        )
+    return plan(True, f"installed by this role ({install}): no NVIDIA driver was loaded")
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"pytorch_driver_plan": driver_plan}
