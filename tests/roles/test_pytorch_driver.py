@@ -79,3 +79,15 @@ def test_never_leaves_a_gpu_host_alone() -> None:
 def test_an_unknown_setting_is_refused_naming_it() -> None:
     result = plan(install="true")
     assert "pytorch_nvidia_driver_install must be auto, always or never, got 'true'" in result["error"]
+
+
+def test_the_loaded_version_is_read_from_proc() -> None:
+    proc = (
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.172.08  Tue Jul  8 18:11:57 UTC 2025\n"
+        "GCC version:  gcc version 13.3.0 (Ubuntu 13.3.0-6ubuntu2~24.04)\n"
+    )
+    assert driver.loaded_version(proc) == "570.172.08"
+    assert driver.loaded_version("") == ""
+    assert driver.loaded_version("no module here") == ""
+    assert "the image's driver 570.172.08" in plan(present=proc)["reason"]
+    assert plan(present="")["managed"] is True

@@ -5,7 +5,8 @@ pytorch_driver_plan(variant, install, in_container, present, ours, packages, con
   variant         "cpu" or "cuda" (pytorch_variant)
   install         "auto", "always" or "never" (pytorch_nvidia_driver_install)
   in_container    the host is a container: no kernel modules, the host's driver serves
-  present         the loaded driver's version ("570.172.08"), "" when no NVIDIA module is loaded
+  present         /proc/driver/nvidia/version as read ("NVRM version: NVIDIA UNIX x86_64 Kernel Module
+                  570.172.08 ..."), or just the version; "" when no NVIDIA module is loaded
   ours            the role's driver package is installed (dpkg), so a present driver is the role's own
   packages        the role's driver packages for this OS (vars/<distribution>.yml)
 A non-empty "error" stops the run before anything changes: "always" over a driver the role did not
@@ -14,7 +15,17 @@ install (the Deep Learning AMI's) would put a second driver beside it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# The loaded module's version in /proc/driver/nvidia/version ("... Kernel Module  570.172.08  Release ...").
+_MODULE_VERSION = re.compile(r"Kernel Module\s+([0-9][0-9.]*)|^\s*([0-9]+\.[0-9][0-9.]*)\s*$")
+
+
+def loaded_version(present: str) -> str:
+    """The driver version in /proc/driver/nvidia/version's text (or a bare version); "" for none."""
+    match = _MODULE_VERSION.search(present or "")
+    return (match.group(1) or match.group(2)) if match else ""
 
 
 def driver_plan(
@@ -29,7 +40,7 @@ def driver_plan(
     def plan(managed: bool, reason: str, error: str = "") -> dict[str, Any]:
         return {"managed": managed, "reason": reason, "packages": list(packages) if managed else [], "error": error}
 
-    present = (present or "").strip()
+    present = loaded_version(present)
     if install not in ("auto", "always", "never"):
         return plan(False, "refused", f"pytorch_nvidia_driver_install must be auto, always or never, got {install!r}")
     if variant != "cuda":
