@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import re
+from pathlib import Path
 
 import pytest
+from conftest import HostOutcome, run_roles_batch
+
+# The tasks a case may reach: fact gathering, the include, the argument spec check and the role's asserts.
+ALLOWED = ("Gathering Facts", "Include", "Validating arguments", "Check", "Validate")
 
 # The app_db arguments that are required, valid, so each case below breaks one thing.
 APP_DB_REQUIRED = {
@@ -205,21 +209,44 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("role", "entry", "variables", "message"), CASES, ids=[f"{c[0]}-{c[3][:40]}" for c in CASES])
-def test_bad_variable_is_rejected_before_any_change(apply_role, role, entry, variables, message):
-    result = apply_role(role, variables, entry)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
-    assert message in output, output
-    # Nothing ran past validation: the only tasks reached are the spec check and asserts.
-    reached = re.findall(r"^TASK \[[^\]]*?: ([^\]]+)\]", output, flags=re.MULTILINE)
-    assert all(t.startswith(("Validating arguments", "Check", "Include")) for t in reached), reached
-    assert re.search(r"changed=0\s", output), output
+IDS = [f"{c[0]}-{c[3][:40]}" for c in CASES]
 
 
-def test_good_variables_pass_validation(apply_role):
-    """The same harness accepts valid input, so the failures above are about the values."""
-    result = apply_role("python", {"python_venv_path": "/nonexistent/venv"}, "venv")
-    output = result.stdout + result.stderr
-    assert "python_venv_path must be an absolute path" not in output
-    assert "Validating arguments against arg spec 'venv'" in output
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, HostOutcome]:
+    """Every case in one --check run, each on a host of its own (see run_roles_batch)."""
+    cases = {f"case{n:02d}": (role, entry, variables) for n, (role, entry, variables, _) in enumerate(CASES)}
+    return run_roles_batch(tmp_path_factory.mktemp("bad-vars"), cases)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
+def test_bad_variable_is_rejected_before_any_change(outcomes: dict[str, HostOutcome], case: int) -> None:
+    role, entry, variables, message = CASES[case]
+    outcome = outcomes[f"case{case:02d}"]
+    assert outcome.failed, (role, entry, variables, outcome.reached)
+    assert any(message in text for text in outcome.messages), outcome.messages
+    # Nothing ran past validation: the only tasks reached are fact gathering, the include, the spec check
+    # and asserts.
+    assert all(t.startswith(ALLOWED) for t in outcome.reached), outcome.reached
+    assert outcome.changed == 0, outcome
+
+
+def test_the_batch_tells_the_cases_apart(tmp_path: Path) -> None:
+    """One host's bad value fails that host alone: a valid case beside two bad ones in the same role entry
+    point passes validation (and goes on in check mode), so the failures above belong to their own values."""
+    found = run_roles_batch(
+        tmp_path,
+        {
+            "bad_port": ("loadbalancer", "main", {"loadbalancer_port": 70000}),
+            "good": ("python", "venv", {"python_venv_path": "/nonexistent/venv"}),
+            "bad_venv": ("python", "venv", {"python_venv_path": "relative/venv"}),
+        },
+    )
+    assert found["bad_port"].failed
+    assert found["bad_venv"].failed
+    assert any("must be within 1-65535" in text for text in found["bad_port"].messages)
+    assert any("python_venv_path must be an absolute path" in text for text in found["bad_venv"].messages)
+    assert not any("python_venv_path must be an absolute path" in text for text in found["good"].messages)
+    assert any(t.startswith("Validating arguments against arg spec 'venv'") for t in found["good"].reached)
+    # The valid host went past validation; the bad one beside it did not.
+    assert not all(t.startswith(ALLOWED) for t in found["good"].reached), found["good"].reached
