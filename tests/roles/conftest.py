@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,11 +12,22 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_plugin(role: str, kind: str, name: str) -> ModuleType:
+    """Import a role's plugin file (e.g. roles/pytorch/filter_plugins/pytorch_driver.py) as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "roles" / role / kind / f"{name}.py")
+    assert spec, (role, kind, name)
+    assert spec.loader, (role, kind, name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ansible_env(**extra: str) -> dict[str, str]:
@@ -109,8 +121,9 @@ def _strings(value: Any) -> Iterator[str]:
 
 def run_roles_batch(tmp_path: Path, cases: dict[str, tuple[str, str, dict]]) -> dict[str, HostOutcome]:
     """Apply many role entry points in one --check run: each case is a host of its own (local connection)
-    whose host variables are the case's, so one ansible-playbook start serves them all (about 0.3 s a case
-    instead of 2 s for a run of its own). A case's failure ends only that host's run.
+    whose host variables are the case's, so one ansible-playbook start serves them all. A case's failure
+    ends only that host's run. Measured with test_bad_vars' 62 cases on the 2-core machine: 24 s together
+    against 131 s as one run each.
 
     cases: host name -> (role, entry point, variables). Returns host name -> HostOutcome, read from the
     ansible.posix.json callback.

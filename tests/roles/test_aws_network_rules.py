@@ -7,17 +7,9 @@ comparison both ways, on the shapes ec2_security_group_info returns and the rule
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from conftest import load_plugin
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "aws_network_rules", ROOT / "roles" / "aws_network" / "filter_plugins" / "aws_network_rules.py"
-)
-assert _spec
-assert _spec.loader
-rules = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rules)
+rules = load_plugin("aws_network", "filter_plugins", "aws_network_rules")
 
 
 def perm(port: int, *, cidrs: tuple[str, ...] = (), groups: tuple[str, ...] = (), desc: str | None = None) -> dict:

@@ -7,19 +7,10 @@ container case is also run for real by the pytorch-cuda scenario.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from conftest import load_plugin
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "pytorch_driver", ROOT / "roles" / "pytorch" / "filter_plugins" / "pytorch_driver.py"
-)
-assert _spec
-assert _spec.loader
-driver = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(driver)
+driver = load_plugin("pytorch", "filter_plugins", "pytorch_driver")
 
 UBUNTU = ["nvidia-driver-570-server", "nvidia-utils-570-server"]
 
