@@ -23,8 +23,8 @@ setup: ## Create or refresh .venv (pinned tools) and the pinned collections
 host: ## Install missing host packages (PostgreSQL, Pebble, Docker) and start dockerd if none answers
 	@scripts/host-deps.sh
 
-image: setup host ## Build the systemd test image (only when its recipe changed; skipped when MOLECULE_IMAGE is set)
-	@if [ -z "$${MOLECULE_IMAGE:-}" ]; then scripts/build-image.sh; fi
+image: setup host ## Build the systemd test images, Debian 12 and 13 (only when a recipe changed; skipped when MOLECULE_IMAGE is set)
+	@if [ -z "$${MOLECULE_IMAGE:-}" ]; then scripts/build-image.sh debian12 && scripts/build-image.sh debian13; fi
 
 lint: setup ## yamllint, ansible-lint (production profile), ruff, vermin (Python 3.10), the wheel check
 	@scripts/test.sh lint
