@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a systemd test image without a registry: debootstrap a Debian rootfs from Debian's mirror,
-# import it, then apply images/<image>/Dockerfile. The tag carries a hash of the recipe, so the image
-# is rebuilt only when the recipe changes.
+# import it, then apply images/Dockerfile with that release's images/<image>/sources.list. The tag
+# carries a hash of the recipe, so the image is rebuilt only when the recipe changes.
 #   scripts/build-image.sh            Debian 12 (bookworm), the default image of the Molecule scenarios
 #   scripts/build-image.sh debian13   Debian 13 (trixie)
 set -euo pipefail
@@ -14,7 +14,7 @@ case $image in
   *) echo "usage: $0 [debian12|debian13]" >&2; exit 2 ;;
 esac
 name=${MOLECULE_IMAGE_NAME:-nnp-systemd}
-recipe=(scripts/build-image.sh "images/$image/Dockerfile" "images/$image/sources.list")
+recipe=(scripts/build-image.sh images/Dockerfile "images/$image/sources.list")
 hash=$(cat "${recipe[@]}" | sha256sum | cut -c1-12)
 tag="$name:$image-$hash"
 
@@ -33,7 +33,7 @@ else
       | docker import - "nnp-rootfs:$suite" >/dev/null
   fi
   echo "==> building $tag"
-  docker build --quiet -t "$tag" "images/$image" >/dev/null
+  docker build --quiet --build-arg "ROOTFS=nnp-rootfs:$suite" -f images/Dockerfile -t "$tag" "images/$image" >/dev/null
   echo "==> built $tag in $((SECONDS - start)) s"
 fi
 docker tag "$tag" "$name:$image"
