@@ -37,14 +37,36 @@ cpu_since() { # cpu_since "BUSY TOTAL": percent of the machine busy since that c
   echo $((100 * (now[0] - before[0]) / (now[1] - before[1] > 0 ? now[1] - before[1] : 1)))
 }
 
-stage() { # stage NAME COMMAND...: runs it here, records its result and time
-  local name=$1 start=$SECONDS rc
+# children_cpu: CHILDREN_CPU_MS = the CPU milliseconds (user + system) of this shell's children that have ended,
+# from bash's `times`. Not through $(...): that would be a subshell, with children of its own.
+children_cpu() {
+  local file=${TMPDIR:-/tmp}/nnp-times.$BASHPID user sys ms=0 t s
+  times >"$file" # a builtin with a redirect: it runs in this shell, so it counts this shell's children
+  { read -r _ _ && read -r user sys; } <"$file"
+  rm -f "$file"
+  for t in "$user" "$sys"; do # e.g. 12m3.456s
+    s=${t#*m}
+    s=${s%s}
+    ms=$((ms + 10#${t%%m*} * 60000 + 10#${s%.*} * 1000 + 10#${s#*.}))
+  done
+  CHILDREN_CPU_MS=$ms
+}
+
+result_line() { # result_line NAME RC SECONDS CPU_MS: one line of the summary
+  printf '%-28s %-4s %5ss  %5ss CPU here\n' "$1" "$([ "$2" -eq 0 ] && echo ok || echo FAIL)" "$3" $(($4 / 1000)) >>"$SUMMARY"
+}
+
+stage() { # stage NAME COMMAND...: runs it here, records its result, its time and the CPU its processes used
+  local name=$1 start=$SECONDS rc cpu
   shift
   echo
   echo "==> [$name] $*"
+  children_cpu
+  cpu=$CHILDREN_CPU_MS
   "$@"
   rc=$?
-  printf '%-28s %-4s %5ss\n' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - start)) >>"$SUMMARY"
+  children_cpu
+  result_line "$name" $rc $((SECONDS - start)) $((CHILDREN_CPU_MS - cpu))
   [ $rc -eq 0 ] || failed=1
   return $rc
 }
@@ -130,7 +152,7 @@ pooled() {
     rc=$?
     case $1 in
       run_*) ;;
-      *) printf '%-28s %-4s %5ss\n' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" $((SECONDS - start)) >>"$SUMMARY" ;;
+      *) children_cpu && result_line "$name" $rc $((SECONDS - start)) "$CHILDREN_CPU_MS" ;;
     esac
     {
       echo
@@ -142,16 +164,20 @@ pooled() {
 
 run_all() {
   local -a jobs=() job
-  local running=0 s start=$SECONDS cpu
+  local running=0 s start=$SECONDS cpu sampler
   rm -rf "$LOGS" && mkdir -p "$LOGS"
   cpu=$(cpu_now)
+  # What ran inside the containers (the roles' modules, the app, PostgreSQL) is no child of these stages:
+  # scripts/container_cpu.py reads each container's CPU from its cgroup for the summary.
+  python scripts/container_cpu.py "$LOGS/container-cpu.txt" &
+  sampler=$!
   # Long stages first, so the pool ends evenly. The app suite, whose fault tests time how fast a killed
   # worker's job comes back, starts after the site scenario's converge (five hosts at once) has run
   # for a while, beside the one-host role scenarios. Each entry: stage name | command.
   jobs+=("molecule site: up|site_up_marked")
   jobs+=("pytest provision, roles|${PYTEST[*]} tests/provision tests/roles")
   jobs+=("molecule app|molecule test -s app")
-  jobs+=("pytest app|${PYTEST[*]} tests/app tests/browser")
+  jobs+=("pytest app, harness|${PYTEST[*]} tests/app tests/browser tests/harness")
   for s in $(scenarios); do
     case " site app ${DEBIAN13_SCENARIOS[*]} " in
       *" $s "*) ;;
@@ -181,6 +207,11 @@ run_all() {
   start=$SECONDS cpu=$(cpu_now)
   stage "molecule site: verify" site_verify
   printf '%-28s %-4s %5ss  (CPU %s%% busy)\n' "site verify" "" $((SECONDS - start)) "$(cpu_since "$cpu")" >>"$SUMMARY"
+  kill -TERM "$sampler" && wait "$sampler"
+  {
+    echo "CPU inside the containers, whole run (\"CPU here\" above is the stages' own processes):"
+    cat "$LOGS/container-cpu.txt"
+  } >>"$SUMMARY"
 }
 site_up_marked() { rm -f "$LOGS/site-up.ok"; site_up && touch "$LOGS/site-up.ok"; }
 
