@@ -1,5 +1,5 @@
 # ruff: noqa: E402 - the repository root must be on sys.path before `app` is imported
-"""Fixtures for the app tests: a real PostgreSQL 15 cluster, migrated databases, and app clients.
+"""Fixtures for the app tests: a real PostgreSQL cluster (the newest server here), migrated databases, app clients.
 
 Isolation: one throwaway cluster per test session; a template database is migrated to head once and
 each test module gets its own copy (CREATE DATABASE ... TEMPLATE is fast). Tests inside a module that
