@@ -38,8 +38,28 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def lock_timeout_ms() -> int:
+    """How long a migration's statement waits for a table lock (MIGRATION_LOCK_TIMEOUT_SECONDS, default 5).
+
+    A migration that alters a table queues for its exclusive lock behind every open transaction on it, and
+    every query of the app queues behind the migration: waiting long would stall the service. Past the
+    timeout the migration fails, changes nothing (one transaction) and the deploy stops with the previous
+    release serving; rerun it when the long transaction has ended.
+    """
+    raw = config.attributes.get("lock_timeout_seconds") or os.environ.get("MIGRATION_LOCK_TIMEOUT_SECONDS", "5")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise SystemExit(f"MIGRATION_LOCK_TIMEOUT_SECONDS must be a number of seconds in (0, 3600], got {raw!r}")
+    return round(seconds * 1000)
+
+
 def run_migrations_online() -> None:
-    engine = create_engine(database_url(), poolclass=NullPool)
+    engine = create_engine(
+        database_url(), poolclass=NullPool, connect_args={"options": f"-c lock_timeout={lock_timeout_ms()}"}
+    )
     try:
         with engine.connect() as connection:
             context.configure(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -15,6 +16,7 @@ from alembic.script import ScriptDirectory
 from conftest import REPO_ROOT, alembic_config
 from pgcluster import PgCluster
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from alembic import command
@@ -137,3 +139,32 @@ def test_alembic_without_database_url_names_it() -> None:
     )
     assert result.returncode != 0
     assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_a_migration_waiting_for_a_lock_gives_up_and_changes_nothing(empty_db: str) -> None:
+    """A transaction holding a table keeps a migration that alters it from its lock: the migration stops after
+    its lock_timeout instead of queueing every query of the app behind it, and leaves the schema as it was."""
+    cfg = alembic_config(empty_db)
+    command.upgrade(cfg, "head")
+    command.downgrade(cfg, "0001")
+    cfg.attributes["lock_timeout_seconds"] = "1"
+    with psycopg.connect(empty_db) as holder:
+        holder.execute("SELECT count(*) FROM training_sessions")  # an open transaction reading the table
+        start = time.monotonic()
+        with pytest.raises(OperationalError, match="lock timeout"):
+            command.upgrade(cfg, "head")
+        waited = time.monotonic() - start
+        holder.rollback()
+    assert 1 <= waited < 10, waited
+    assert revision(empty_db) == "0001"
+    assert tables(empty_db) == {"alembic_version", "models", "training_sessions", "epoch_metrics", "model_weights"}
+    command.upgrade(alembic_config(empty_db), "head")  # with the table free, the same migration goes through
+    assert revision(empty_db) == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "ten", "3601"])
+def test_a_bad_lock_timeout_is_refused_by_name(empty_db: str, value: str) -> None:
+    cfg = alembic_config(empty_db)
+    cfg.attributes["lock_timeout_seconds"] = value
+    with pytest.raises(SystemExit, match="MIGRATION_LOCK_TIMEOUT_SECONDS must be a number of seconds"):
+        command.upgrade(cfg, "head")
