@@ -48,7 +48,7 @@ class Runtime:
             raise
         session_factory = create_session_factory(engine)
         read_pool = create_read_pool(settings)
-        reads = Reads(read_pool)
+        reads = Reads(read_pool, settings.db_read_retry_seconds)
         readiness = ReadinessMonitor(
             read_pool,
             head,

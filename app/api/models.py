@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from app.api.deps import DbDep, ModelId, RuntimeDep, SettingsDep
 from app.api.limits import check_model
+from app.core.db import read_with_retry
 from app.ml.network import layer_specs, parameter_count
 from app.models import NetworkModel
 from app.schemas.common import ValidationErrorOut, error_responses
@@ -48,10 +49,11 @@ def create_model(body: ModelCreate, db: DbDep, settings: SettingsDep) -> ModelOu
 @router.get("")
 def list_models(
     db: DbDep,
+    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> ModelList:
-    rows, total = service.list_models(db, limit, offset)
+    rows, total = read_with_retry(db, lambda s: service.list_models(s, limit, offset), settings.db_read_retry_seconds)
     return ModelList(items=[orm_model_out(model, version) for model, version in rows], total=total)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.api.deps import DbDep, ModelId, RuntimeDep, SessionId, SettingsDep
 from app.api.limits import check_training
+from app.core.db import read_with_retry
 from app.ml.training import TrainingParams
 from app.models import NetworkModel, TrainingSession
 from app.schemas.common import ValidationErrorOut, error_responses
@@ -35,16 +38,22 @@ def start_training(model_id: ModelId, body: TrainingCreate, db: DbDep, runtime: 
 
 
 @router.get("/models/{model_id}/sessions", responses=error_responses(404))
-def list_sessions(model_id: ModelId, db: DbDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> SessionList:
+def list_sessions(
+    model_id: ModelId, db: DbDep, settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> SessionList:
     """Sessions of a model, newest first."""
-    if db.get(NetworkModel, model_id) is None:
-        raise NotFoundError(f"model {model_id} not found")
-    rows = db.scalars(
-        select(TrainingSession)
-        .where(TrainingSession.model_id == model_id)
-        .order_by(TrainingSession.id.desc())
-        .limit(limit)
-    ).all()
+
+    def read(session: Session) -> Sequence[TrainingSession]:
+        if session.get(NetworkModel, model_id) is None:
+            raise NotFoundError(f"model {model_id} not found")
+        return session.scalars(
+            select(TrainingSession)
+            .where(TrainingSession.model_id == model_id)
+            .order_by(TrainingSession.id.desc())
+            .limit(limit)
+        ).all()
+
+    rows = read_with_retry(db, read, settings.db_read_retry_seconds)
     return SessionList(items=[SessionOut.model_validate(row, from_attributes=True) for row in rows])
 
 
@@ -77,5 +86,6 @@ def stop_session(session_id: SessionId, db: DbDep) -> SessionOut:
 @router.get("/workers", tags=["workers"])
 def list_workers(db: DbDep, settings: SettingsDep) -> WorkerList:
     """Training workers that registered and have not been pruned (dead ones show alive = false first)."""
-    workers = queue.list_workers(db.connection(), settings.worker_stalled_seconds)
+    stalled = settings.worker_stalled_seconds
+    workers = read_with_retry(db, lambda s: queue.list_workers(s.connection(), stalled), settings.db_read_retry_seconds)
     return WorkerList(items=[WorkerOut.model_validate(w, from_attributes=True) for w in workers])

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     max_grid_resolution: int = Field(200, ge=2, le=1000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     db_pool_size: int = Field(10, ge=1, le=200)
+    # How long an idempotent read (GET) keeps retrying on a broken connection (a database restart or
+    # failover) before it answers 503; 0 fails it at once. A restart of PostgreSQL takes seconds; an RDS
+    # Multi-AZ failover takes 1-2 minutes, which no request should wait through (docs/runbook.md).
+    db_read_retry_seconds: float = Field(10.0, ge=0, le=60)
+    # The server cancels a statement of the app's running longer than this (PostgreSQL statement_timeout).
+    db_statement_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     # Training workers (python -m app.worker); the web processes read the heartbeat settings too.
     worker_device: Literal["cpu", "cuda"] = "cpu"
     worker_concurrency: int = Field(1, ge=1, le=64)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import ConfigError, Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # psycopg_pool retries a failed connection with exponential backoff for this long before giving up
 # (default 5 minutes, by then 1-2 minutes between attempts); a later checkout then starts afresh at
@@ -17,17 +27,73 @@ from app.core.config import ConfigError, Settings
 READ_POOL_RECONNECT_SECONDS = 2.0
 
 
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """libpq settings of every connection the app opens (both pools and the workers' engine).
+
+    TCP keepalives (first probe after 30 s idle, then every 10 s, dead after 3 unanswered) and a TCP
+    user timeout of 30 s: a connection to a server that vanished (a failover moves the address, a host
+    dies) is found dead within a minute instead of the kernel's default of about two hours (idle) or
+    fifteen minutes (unacknowledged data). statement_timeout bounds any one statement on the server.
+    """
+    statement_ms = round(settings.db_statement_timeout_seconds * 1000)
+    return {
+        "connect_timeout": 5,
+        "application_name": "nn-playground",
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+        "options": f"-c statement_timeout={statement_ms}",
+    }
+
+
 def create_db_engine(settings: Settings) -> Engine:
-    # No pool_pre_ping: it costs a round trip per checkout on the prediction hot path. A connection broken
-    # by a database restart fails one request with 503 and SQLAlchemy then invalidates the pool.
+    # No pool_pre_ping (a round trip per checkout): a connection broken by a database restart fails its
+    # statement, SQLAlchemy then invalidates the whole pool, and the reads retry (read_with_retry).
     return create_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_recycle=1800,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5, "application_name": "nn-playground"},
+        connect_args=connect_args(settings),
     )
+
+
+def retry_delays(budget_seconds: float) -> Iterator[float]:
+    """Pauses between the attempts of an idempotent read: 0.05 s doubling to 1 s, while the budget lasts."""
+    deadline = time.monotonic() + budget_seconds
+    delay = 0.05
+    while time.monotonic() + delay <= deadline:
+        yield delay
+        delay = min(delay * 2, 1.0)
+
+
+def is_broken_connection(exc: DBAPIError) -> bool:
+    """A lost or refused connection (worth a retry), not a bad statement (never worth one)."""
+    return bool(exc.connection_invalidated) or isinstance(exc, SAOperationalError)
+
+
+def read_with_retry(db: Session, read: Callable[[Session], T], budget_seconds: float) -> T:
+    """Runs an idempotent read, again after a broken connection, for at most budget_seconds of retries.
+
+    For GET endpoints on the ORM: a database restart breaks every pooled connection at once; each retry
+    gets a new one (SQLAlchemy invalidated the pool) as soon as the server accepts connections again.
+    Never for writes: a write whose COMMIT was cut off may have happened.
+    """
+    delays = retry_delays(budget_seconds)
+    while True:
+        try:
+            return read(db)
+        except DBAPIError as exc:
+            delay = next(delays, None) if is_broken_connection(exc) else None
+            if delay is None:
+                raise
+            logger.warning("database connection lost; retrying the read in %.2f s", delay)
+            with contextlib.suppress(DBAPIError):
+                db.rollback()
+            time.sleep(delay)
 
 
 def create_read_pool(settings: Settings) -> AsyncConnectionPool:
@@ -41,7 +107,7 @@ def create_read_pool(settings: Settings) -> AsyncConnectionPool:
         conninfo,
         min_size=1,
         max_size=settings.db_pool_size,
-        kwargs={"autocommit": True, "connect_timeout": 5, "application_name": "nn-playground"},
+        kwargs={"autocommit": True, **connect_args(settings)},
         timeout=10,
         reconnect_timeout=READ_POOL_RECONNECT_SECONDS,
         name="read",

@@ -6,14 +6,20 @@ itself. Writes stay on the ORM (app.services.models / sessions, app.worker).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from itertools import chain
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from app.core.db import retry_delays
 from app.schemas.training import SessionOut
 from app.services.errors import NotFoundError
+
+logger = logging.getLogger(__name__)
 
 _MODEL_SQL = """
     SELECT m.id, m.name, m.dataset, m.dataset_params, m.layers, m.task, m.input_dim, m.output_dim, m.created_at,
@@ -30,8 +36,9 @@ _METRICS_SQL = """
 
 
 class Reads:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 10.0) -> None:
         self._pool = pool
+        self._retry_seconds = retry_seconds
 
     async def model(self, model_id: int) -> dict[str, Any]:
         row = await self.one(_MODEL_SQL, (model_id,))
@@ -53,11 +60,22 @@ class Reads:
         return rows[0] if rows else None
 
     async def rows(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        try:
-            return await self._fetch(sql, params)
-        except psycopg.OperationalError:
-            # A connection broken by a database restart fails once and the pool discards it: retry once.
-            return await self._fetch(sql, params)
+        """Every read here is idempotent: a broken connection (a database restart or failover breaks every
+        pooled one at once) is retried for DB_READ_RETRY_SECONDS. The pool then drops its broken idle
+        connections and opens new ones as soon as the server accepts them. A PoolTimeout has waited its
+        10 s for a connection already and is not retried."""
+        for delay in chain(retry_delays(self._retry_seconds), [None]):
+            try:
+                return await self._fetch(sql, params)
+            except PoolTimeout:
+                raise
+            except psycopg.OperationalError:
+                if delay is None:
+                    raise
+                logger.warning("database connection lost; retrying the read in %.2f s", delay)
+                await self._pool.check()
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last delay is None")
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:

@@ -86,6 +86,10 @@ class PgCluster:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
         return self
 
+    def restart(self) -> None:
+        """pg_ctl restart in fast mode, as a failover does to clients: every connection is cut; same port."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "-t", "60", "restart")
+
     def _run(self, program: str, *args: str) -> None:
         result = subprocess.run(
             [*self._as_postgres, str(self.bin / program), *args], capture_output=True, text=True, check=False
