@@ -52,8 +52,10 @@ def test_health_checks_have_their_own_timeout_and_the_default_rise_and_fall(host
     config = host.file("/etc/haproxy/haproxy.cfg").content_string
     assert "    timeout check 2000ms\n" in config
     assert "default-server inter 300ms rise 2 fall 3" in config
-    assert "option redispatch" in config
+    assert "option redispatch 1\n" in config
     assert "retries 3" in config
+    assert "retry-on conn-failure empty-response response-timeout 502 503 504\n" in config
+    assert "http-request disable-l7-retry unless { method GET HEAD }\n" in config
 
 
 def test_round_robin_over_both_backends_with_tls_and_forwarded_proto(host):
@@ -100,6 +102,31 @@ def test_backend_that_stops_answering_checks_is_taken_out(host):
     finally:
         slow_checks(host, "web1", 0)
     wait_status(host, "web1", "2")
+
+
+def answers(host, n=8, method="GET"):
+    """(status, backend) of n requests through the frontend."""
+    data = "-d probe " if method == "POST" else ""
+    found = []
+    for _ in range(n):
+        body, status = host.check_output(f"curl -sk --max-time 5 {data}-w ' %{{http_code}}' {URL}").rsplit(" ", 1)
+        found.append((status, body.split()[0]))
+    return found
+
+
+def test_a_host_answering_502_gets_its_gets_retried_elsewhere_and_its_posts_not(host):
+    """A host whose app process died: its nginx answers 502 while its health checks have not taken it out
+    yet. Every GET is retried on the other backend; a POST is not (it may have been done): it gets the 502."""
+    wait_status(host, "web1", "2")
+    wait_status(host, "web2", "2")
+    host.run("echo 502 > /run/backend-web1.status")
+    try:
+        assert answers(host) == [("200", "web2")] * 8
+        posts = answers(host, method="POST")
+        assert set(posts) == {("502", "web1"), ("200", "web2")}, posts
+    finally:
+        host.run("rm -f /run/backend-web1.status")
+    assert {status for status, _ in answers(host)} == {"200"}
 
 
 def test_drained_backend_gets_no_new_requests(host):
