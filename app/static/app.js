@@ -26,10 +26,30 @@ class ApiError extends Error {
   }
 }
 
+// A GET that meets a host in trouble (502/503/504 from a load balancer that does not retry, as the ALB,
+// or no answer at all) is tried again twice, 0.5 s and 1 s later. Other methods never are: a POST or
+// DELETE that failed that way may have been carried out.
+const RETRY_STATUS = new Set([502, 503, 504]);
+const RETRY_DELAYS_MS = [500, 1000];
+
+async function fetchWithRetry(url, init) {
+  const idempotent = (init.method || "GET").toUpperCase() === "GET";
+  for (let attempt = 0; ; attempt++) {
+    const last = !idempotent || attempt >= RETRY_DELAYS_MS.length;
+    try {
+      const response = await fetch(url, init);
+      if (last || !RETRY_STATUS.has(response.status)) return response;
+    } catch (error) {
+      if (last) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, RETRY_DELAYS_MS[attempt]));
+  }
+}
+
 async function api(path, options = {}) {
   const init = { ...options, headers: { "Content-Type": "application/json", ...(options.headers || {}) } };
   if (init.body !== undefined && typeof init.body !== "string") init.body = JSON.stringify(init.body);
-  const response = await fetch(path.startsWith("/api") ? path : `/api${path}`, init);
+  const response = await fetchWithRetry(path.startsWith("/api") ? path : `/api${path}`, init);
   const body = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
     const message = (body && (body.message || body.detail)) || response.statusText;

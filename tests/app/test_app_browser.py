@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from faultproxy import FaultProxy
 from workerproc import WorkerProcess
 
 from tests.browser.playground import (
@@ -215,6 +216,26 @@ def test_the_page_says_when_a_training_was_resumed(server: AppServer, database_u
     assert len(result.server_losses) == epochs, report
     assert result.loss_chart.epochs_shown == epochs, report
     assert result.console_errors == (), report
+
+
+def test_the_page_rides_out_502s_on_its_polls(server: AppServer) -> None:
+    """A load balancer that does not retry (the ALB) hands the page a 502 now and then while a host's app
+    process restarts; here every third poll of the session gets one. The page tries each GET again and
+    the training shows through to its end: the only trace is the browser's note of the failed loads.
+    Only the page's own requests fail (they carry its JSON Content-Type; the harness's read-back of the
+    session afterwards does not)."""
+    epochs = 40
+    page_request = ("Content-Type", "application/json")
+    with FaultProxy(server.base_url, "/api/sessions/", every=3, marker=page_request) as proxy:
+        result = drive_playground(
+            proxy.base_url, SCREENSHOT.with_name("playground-app-502.png"), epochs=epochs, layers=LAYERS
+        )
+    report = f"{result.status_text!r}, {proxy.injected} injected 502s, console {result.console_errors}"
+    assert result.status == "completed", report
+    assert not result.status_is_error, report
+    assert proxy.injected >= 3, report
+    assert result.loss_chart.epochs_shown == len(result.server_losses) == epochs, report
+    assert all("502" in error for error in result.console_errors), report
 
 
 def test_https_trusts_the_pinned_certificate_only(tls_server: tuple[AppServer, Path], tmp_path: Path) -> None:
