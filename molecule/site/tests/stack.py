@@ -161,7 +161,8 @@ class Load:
 
     `target` is "lb" (the front door) or a web host's name (its own nginx, as a group with one host is
     reached). Each client cycles GET /version, GET /api/models and a prediction with a trained model on
-    its own keep-alive connection. Any status other than 200, and any transport error, is a failure,
+    its own keep-alive connection (with `reads_only`, GET /api/models/{id} in place of the prediction, a
+    POST). Any status other than 200, and any transport error, is a failure,
     counted by reason ("503 /api/models", "ReadTimeout", ...). `busy` is the machine's CPU use while the
     load ran (0..1), to show that it saturated the machine."""
 
@@ -170,6 +171,7 @@ class Load:
     clients: int = 64
     pause: float = 0.0
     limit: int = 1_000_000
+    reads_only: bool = False
     results: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -192,6 +194,8 @@ class Load:
             return client.get("/version", extensions=extensions)
         if turn % 3 == 1:
             return client.get("/api/models?limit=5", extensions=extensions)
+        if self.reads_only:
+            return client.get(f"/api/models/{self.model_id}", extensions=extensions)
         body = {"inputs": [[0.5, 0.5], [-0.5, 0.5]]}
         return client.post(f"/api/models/{self.model_id}/predict", json=body, extensions=extensions)
 
@@ -202,7 +206,7 @@ class Load:
                 with self._lock:
                     if sum(self.results.values()) >= self.limit:
                         return
-                path = ("/version", "/api/models", "/predict")[turn % 3]
+                path = ("/version", "/api/models", "/model" if self.reads_only else "/predict")[turn % 3]
                 try:
                     response = self._send(client, turn)
                     ok = response.status_code == 200

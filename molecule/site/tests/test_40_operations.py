@@ -23,7 +23,9 @@ from stack import (
     host_get,
     lb_client,
     live_releases,
+    live_slot,
     playbook,
+    slot_started,
 )
 
 LEASE = "/var/lib/nnp-deploy/lease.json"
@@ -47,6 +49,14 @@ def write_lease(holder: str, expires_in: int) -> None:
 
 def lease_exists() -> bool:
     return subprocess.run(["docker", "exec", "web1", "test", "-e", LEASE], check=False).returncode == 0
+
+
+def unit_state(host: str, unit: str) -> str:
+    """systemctl is-active (which exits non-zero for any state but active)."""
+    done = subprocess.run(
+        ["docker", "exec", host, "systemctl", "is-active", unit], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
 
 
 def refused_before_any_change(run: Run) -> None:
@@ -171,3 +181,29 @@ def test_a_rollout_limited_to_one_host_under_load_aimed_at_it(
     assert after["web1"] != state["next"]
     assert set(load.releases) == {state["next"], after["web1"]}, load.releases
     FIGURES["single_host_rollout"] = {"seconds": round(run.seconds, 1), "load": load.figures()}
+
+
+def test_a_killed_app_process_fails_no_read_through_the_load_balancer(model_id: int) -> None:
+    """kill -9 of every process of web1's live slot (a crash) under 64 clients reading through the load
+    balancer: systemd starts the slot again, web1's nginx answers 502 meanwhile, and HAProxy retries each
+    of those reads on web2 (retry-on 502, GET and HEAD only). No read fails. The ALB retries nothing: see
+    docs/RUNBOOK.md, "When an app process dies"."""
+    slot = live_slot("web1")
+    unit = f"nnp-app@{slot}.service"
+    before = slot_started("web1", slot)
+    with Load(model_id, "lb", clients=64, reads_only=True) as load:
+        time.sleep(3)
+        docker_exec("web1", "systemctl", "kill", "--signal=SIGKILL", unit)
+        deadline = time.monotonic() + 120
+        while slot_started("web1", slot) == before or unit_state("web1", unit) != "active":
+            assert time.monotonic() < deadline, f"{unit} did not come back"
+            time.sleep(0.5)
+        with host_client("web1") as client:
+            while host_get(client, "/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "web1 did not serve again"
+                time.sleep(0.5)
+        time.sleep(3)
+
+    assert load.total >= 300, load.figures()
+    assert load.results["failed"] == 0, (dict(load.reasons), load.failures[:10])
+    FIGURES["killed_app_process"] = {"load": load.figures(), "servers_after": haproxy_servers()}
