@@ -207,3 +207,25 @@ def test_a_killed_app_process_fails_no_read_through_the_load_balancer(model_id: 
     assert load.total >= 300, load.figures()
     assert load.results["failed"] == 0, (dict(load.reasons), load.failures[:10])
     FIGURES["killed_app_process"] = {"load": load.figures(), "servers_after": haproxy_servers()}
+
+
+def test_a_database_restart_fails_no_request(model_id: int) -> None:
+    """PostgreSQL (the RDS stand-in) restarts under the saturating mix through the load balancer, as a
+    minor-version upgrade or a reboot restarts RDS: every pooled connection of every app process breaks.
+    Reads retry on a new connection (DB_READ_RETRY_SECONDS) and the predictions read the same way, so no
+    request fails; the load balancer keeps both hosts (the restart is shorter than its three checks)."""
+    units = docker_exec("db", "systemctl", "list-units", "postgresql@*", "--plain", "--no-legend", "--state=running")
+    [unit] = [line.split()[0] for line in units.splitlines()]  # postgresql@15-rds on Debian 12
+    before = docker_exec("db", "systemctl", "show", unit, "--property=MainPID").strip()
+    with Load(model_id, "lb", clients=64) as load:
+        time.sleep(3)
+        start = time.monotonic()
+        docker_exec("db", "systemctl", "restart", unit)
+        restart_s = time.monotonic() - start
+        time.sleep(5)
+    after = docker_exec("db", "systemctl", "show", unit, "--property=MainPID").strip()
+
+    assert after != before, (before, after)
+    assert load.total >= 300, load.figures()
+    assert load.results["failed"] == 0, (dict(load.reasons), load.failures[:10])
+    FIGURES["database_restart"] = {"restart_s": round(restart_s, 1), "load": load.figures()}
