@@ -220,20 +220,22 @@ def test_the_page_says_when_a_training_was_resumed(server: AppServer, database_u
 
 def test_the_page_rides_out_502s_on_its_polls(server: AppServer) -> None:
     """A load balancer that does not retry (the ALB) hands the page a 502 now and then while a host's app
-    process restarts; here every third poll of the session gets one. The page tries each GET again and
+    process restarts; here every second poll of the session gets one. The page tries each GET again and
     the training shows through to its end: the only trace is the browser's note of the failed loads.
     Only the page's own requests fail (they carry its JSON Content-Type; the harness's read-back of the
     session afterwards does not)."""
     epochs = 40
     page_request = ("Content-Type", "application/json")
-    with FaultProxy(server.base_url, "/api/sessions/", every=3, marker=page_request) as proxy:
+    with FaultProxy(server.base_url, "/api/sessions/", every=2, marker=page_request) as proxy:
         result = drive_playground(
             proxy.base_url, SCREENSHOT.with_name("playground-app-502.png"), epochs=epochs, layers=LAYERS
         )
     report = f"{result.status_text!r}, {proxy.injected} injected 502s, console {result.console_errors}"
     assert result.status == "completed", report
     assert not result.status_is_error, report
-    assert proxy.injected >= 3, report
+    # At least the first poll's two requests and the final read of the metrics: one 502 or more. How many
+    # more depends on how long the training takes (it was 2 and 3 in runs here).
+    assert proxy.injected >= 1, report
     assert result.loss_chart.epochs_shown == len(result.server_losses) == epochs, report
     assert all("502" in error for error in result.console_errors), report
 
