@@ -92,6 +92,22 @@ def test_bad_worker_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, 
         load_settings(database_url="postgresql://u@h/d")
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("DB_READ_RETRY_SECONDS", "-1"),
+        ("DB_READ_RETRY_SECONDS", "61"),
+        ("DB_READ_RETRY_SECONDS", "a while"),
+        ("DB_STATEMENT_TIMEOUT_SECONDS", "0"),
+        ("DB_STATEMENT_TIMEOUT_SECONDS", "3601"),
+    ],
+)
+def test_bad_database_timeouts_name_the_variable(monkeypatch: pytest.MonkeyPatch, setting: str, value: str) -> None:
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(ConfigError, match=setting):
+        load_settings(database_url="postgresql://u@h/d")
+
+
 def test_stall_timeout_must_exceed_two_heartbeats() -> None:
     with pytest.raises(ConfigError, match=r"WORKER_STALLED_SECONDS must be more than twice WORKER_HEARTBEAT_SECONDS"):
         load_settings(database_url="postgresql://u@h/d", worker_heartbeat_seconds=5, worker_stalled_seconds=10)
