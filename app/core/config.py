@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200)
     # How long an idempotent read (GET) keeps retrying on a broken connection (a database restart or
     # failover) before it answers 503; 0 fails it at once. A restart of PostgreSQL takes seconds; an RDS
-    # Multi-AZ failover takes 1-2 minutes, which no request should wait through (docs/runbook.md).
+    # Multi-AZ failover takes 1-2 minutes, which no request should wait through (docs/RUNBOOK.md).
     db_read_retry_seconds: float = Field(10.0, ge=0, le=60)
     # The server cancels a statement of the app's running longer than this (PostgreSQL statement_timeout).
     db_statement_timeout_seconds: float = Field(30.0, gt=0, le=3600)

@@ -36,7 +36,7 @@ _METRICS_SQL = """
 
 
 class Reads:
-    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float = 10.0) -> None:
+    def __init__(self, pool: AsyncConnectionPool, retry_seconds: float) -> None:
         self._pool = pool
         self._retry_seconds = retry_seconds
 
