@@ -339,6 +339,8 @@ function drawCharts() {
 async function showVersion() {
   try {
     const response = await fetch("/version");
+    // Readable from the private network only, unless nginx_internal_paths_public: elsewhere, no line.
+    if (!response.ok) return;
     const v = await response.json();
     $("version").textContent = `release ${v.release_id} · torch ${v.torch_version} · ${v.device}`;
   } catch {

@@ -138,6 +138,9 @@ CASES = [
     ),
     ("nginx", "maintenance", {"nginx_maintenance_retry_after_seconds": 0}, "a positive number of seconds (got 0)"),
     ("nginx", "main", {"nginx_upstream_file": "upstream.conf"}, "nginx_upstream_file must be"),
+    ("nginx", "main", {"nginx_internal_networks": ["internal"]}, "nginx_internal_networks must hold IPv4"),
+    ("nginx", "main", {"nginx_internal_paths": ["version"]}, "nginx_internal_paths must hold paths that start"),
+    ("nginx", "main", {"nginx_internal_paths": ["/a;b"]}, "nginx_internal_paths must hold paths that start"),
     ("app_db", "main", {**APP_DB_REQUIRED, "app_db_master_password": ""}, "app_db_master_password is empty"),
     ("app_db", "main", {**APP_DB_REQUIRED, "app_db_schema": "public"}, "app_db_schema must not be"),
     (

@@ -83,6 +83,26 @@ def test_forwarded_headers_count_only_from_the_trusted_load_balancer(host):
     assert nonsense["x-forwarded-proto"] == "https"
 
 
+@pytest.mark.parametrize("path", ["/version", "/openapi.json", "/docs", "/redoc"])
+def test_internal_paths_answer_the_private_networks_only(host, path):
+    """nginx_internal_paths: loopback (the deploy's checks on the host) and a private client behind the load
+    balancer (127.0.0.2 here) reach the app; a client on the internet gets 404 as for a path that does not
+    exist, and cannot get through by claiming a private address in X-Forwarded-For."""
+    assert echo(host, path=path)["path"] == path
+    assert echo(host, "-H 'X-Forwarded-For: 10.1.2.3'", "--interface 127.0.0.2", path=path)["path"] == path
+    for chain in ("203.0.113.9", "10.1.2.3, 203.0.113.9"):
+        forwarded = f"-H 'X-Forwarded-For: {chain}'"
+        status, headers = headers_of(host, f"{HTTPS}{path}", forwarded, "--interface 127.0.0.2")
+        assert status == 404, f"{path} from {chain}: {status}"
+        assert headers["content-type"] == "application/json"
+        assert headers["x-content-type-options"] == "nosniff"
+        body = host.check_output(f"{CURL} {forwarded} --interface 127.0.0.2 {HTTPS}{path}")
+        assert json.loads(body) == {"detail": "Not Found"}
+    # Every other path still reaches the app from the internet.
+    seen = echo(host, "-H 'X-Forwarded-For: 203.0.113.9'", "--interface 127.0.0.2", path=f"/api{path}")
+    assert seen["path"] == f"/api{path}"
+
+
 def test_request_id_generated_when_missing_or_malformed(host):
     generated = echo(host)["headers"]["x-request-id"]
     assert len(generated) == 32
