@@ -141,6 +141,9 @@ CASES = [
     ("nginx", "main", {"nginx_internal_networks": ["internal"]}, "nginx_internal_networks must hold IPv4"),
     ("nginx", "main", {"nginx_internal_paths": ["version"]}, "nginx_internal_paths must hold paths that start"),
     ("nginx", "main", {"nginx_internal_paths": ["/a;b"]}, "nginx_internal_paths must hold paths that start"),
+    ("nginx", "main", {"nginx_rate_limit_api_per_second": 0}, "must be positive whole numbers"),
+    ("nginx", "main", {"nginx_rate_limit_training_burst": -1}, "nginx_rate_limit_training_burst (-1)"),
+    ("nginx", "main", {"nginx_rate_limit_connections": "many"}, "nginx_rate_limit_connections"),
     ("app_db", "main", {**APP_DB_REQUIRED, "app_db_master_password": ""}, "app_db_master_password is empty"),
     ("app_db", "main", {**APP_DB_REQUIRED, "app_db_schema": "public"}, "app_db_schema must not be"),
     (

@@ -1,6 +1,7 @@
 """What a user of the site would check by hand: proxying, headers, compression, static files, redirect."""
 
 import json
+import time
 
 import pytest
 
@@ -101,6 +102,81 @@ def test_internal_paths_answer_the_private_networks_only(host, path):
     # Every other path still reaches the app from the internet.
     seen = echo(host, "-H 'X-Forwarded-For: 203.0.113.9'", "--interface 127.0.0.2", path=f"/api{path}")
     assert seen["path"] == f"/api{path}"
+
+
+def as_internet_client(client, method="GET"):
+    """curl options of a request from an internet CLIENT behind the trusted load balancer (127.0.0.2)."""
+    return f"-X {method} --interface 127.0.0.2 -H 'X-Forwarded-For: {client}'"
+
+
+def statuses(host, client, path, count, method="GET"):
+    """COUNT requests from CLIENT, one after the other, in one shell: their statuses."""
+    one = f"{CURL} -o /dev/null -w '%{{http_code}}\\n' {as_internet_client(client, method)} {HTTPS}{path}"
+    out = host.check_output(f"for i in $(seq {count}); do {one}; done")
+    return [int(code) for code in out.split()]
+
+
+def refused_at_once(host, options, path, count):
+    """COUNT requests with OPTIONS, then one more at once (same shell): the last one's headers and body."""
+    one = f"{CURL} -o /dev/null {options} {HTTPS}{path}"
+    out = host.check_output(f"for i in $(seq {count}); do {one}; done; {CURL} -i {options} {HTTPS}{path}")
+    head, body = out.replace("\r\n", "\n").split("\n\n", 1)
+    lines = head.splitlines()
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def test_rate_limit_refuses_a_fast_client_with_a_json_429_and_counts_per_address(host):
+    """nginx_rate_limit_api_* is 5/s with a burst of 5 here: 30 requests at once from one address pass the
+    first 6 or so and get 429 for most of the rest; another address, and loopback, are not affected; a
+    client cannot escape its count by claiming another address in X-Forwarded-For."""
+    codes = statuses(host, "198.51.100.10", "/api/models", 30)
+    assert set(codes) == {200, 429}, codes
+    assert codes[:6] == [200] * 6, codes
+    assert codes.count(429) >= 12, codes
+    spoofing = as_internet_client("192.0.2.1, 198.51.100.12")
+    status, headers, body = refused_at_once(host, spoofing, "/api/models", 12)
+    assert (status, headers["retry-after"], headers["content-type"]) == (429, "1", "application/json")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert body["limit"] == "api"
+    assert "at most 5 a second" in body["detail"]
+    assert statuses(host, "198.51.100.11", "/api/models", 3) == [200] * 3
+    loopback = host.check_output(
+        f"for i in $(seq 30); do {CURL} -o /dev/null -w '%{{http_code}}\\n' {HTTPS}/api/models; done"
+    )
+    assert set(loopback.split()) == {"200"}
+
+
+def test_training_starts_and_boundaries_have_their_own_tighter_limit(host):
+    """nginx_rate_limit_training_* is 6 a minute with a burst of 2 here: the fourth training start in a
+    row is refused, naming the training limit and when to come back (60 / 6 = 10 s), and boundaries share
+    that count; other reads of the same client still pass."""
+    assert statuses(host, "198.51.100.20", "/api/models/7/sessions", 4, method="POST") == [200, 200, 200, 429]
+    assert statuses(host, "198.51.100.20", "/api/models/7/boundary", 1) == [429]
+    time.sleep(1.5)  # the API limit's own budget (5 a second) refills; the training limit's (6 a minute) not
+    assert statuses(host, "198.51.100.20", "/api/models/7", 2) == [200, 200]
+    assert statuses(host, "198.51.100.21", "/api/models/7/boundary", 3) == [200, 200, 200]
+    status, headers, body = refused_at_once(
+        host, as_internet_client("198.51.100.22", "POST"), "/api/models/7/sessions", 3
+    )
+    assert (status, headers["retry-after"]) == (429, "10")
+    assert body["limit"] == "training"
+    assert "at most 6 a minute" in body["detail"]
+
+
+def test_connection_limit_refuses_requests_beyond_those_in_progress(host):
+    """nginx_rate_limit_connections is 3 here: of 5 slow requests at once from one address, 3 are served
+    and 2 get 429 naming the connection limit."""
+    one = (
+        f"{CURL} -o /dev/null -w '%{{http_code}}\\n' --interface 127.0.0.2 -H 'X-Forwarded-For: 198.51.100.30'"
+        f" {HTTPS}/slow/request"
+    )
+    out = host.check_output(f"for i in 1 2 3 4 5; do {one} & done; wait")
+    assert sorted(int(code) for code in out.split()) == [200, 200, 200, 429, 429]
+    slow = f"{CURL} --interface 127.0.0.2 -H 'X-Forwarded-For: 198.51.100.31' {HTTPS}/slow/request"
+    out = host.check_output(f"for i in 1 2 3 4; do {slow} & done; wait")
+    refused = [json.loads(line) for line in out.splitlines() if '"limit"' in line]
+    assert [answer["limit"] for answer in refused] == ["connections"]
 
 
 def test_request_id_generated_when_missing_or_malformed(host):

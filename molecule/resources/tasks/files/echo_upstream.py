@@ -1,11 +1,13 @@
 """A stand-in for the app's Uvicorn backend: answers every request with what it received, as JSON.
 
 Usage: echo_upstream.py PORT. Listens on 127.0.0.1 only, speaks HTTP/1.1 with keep-alive so a
-proxy's upstream keepalive can be observed (the same client port across requests).
+proxy's upstream keepalive can be observed (the same client port across requests). A path under /slow/
+answers after 2 s, so a test can hold requests in progress.
 """
 
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -13,6 +15,8 @@ class EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _echo(self) -> None:
+        if self.path.startswith("/slow/"):
+            time.sleep(2)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
         payload = {
