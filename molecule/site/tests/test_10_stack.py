@@ -34,6 +34,32 @@ def test_tls_ends_at_the_front_door_and_each_host_serves_plain_http_behind_it(ho
         socket.create_connection(("127.0.0.1", HOSTS[host]["nginx_https_port"]), timeout=5).close()
 
 
+def test_an_internet_client_is_rate_limited_and_kept_from_the_internal_paths_at_the_front_door() -> None:
+    """As behind the ALB: lb appends the address it saw (127.0.0.1, a trusted proxy) to the client's
+    X-Forwarded-For, so nginx counts the client's own address, here one on the internet (203.0.113.60).
+    It gets 404 for /version and the OpenAPI document, and 429 with the JSON body once past the API limit
+    (20 a second with bursts of 40, on each web host); loopback, as the load tests and health checks,
+    gets 200 throughout."""
+    internet = {"X-Forwarded-For": "203.0.113.60"}
+    with lb_client() as client:
+        for path in ("/version", "/api/openapi.json"):
+            assert client.get(path, headers=internet).status_code == 404, path
+            assert client.get(path).status_code == 200, path
+        codes: dict[int, int] = {}
+        refused = None
+        for _ in range(300):
+            answer = client.get("/api/models?limit=1", headers=internet)
+            codes[answer.status_code] = codes.get(answer.status_code, 0) + 1
+            if answer.status_code == 429:
+                refused = answer
+        assert set(codes) == {200, 429}, codes
+        assert codes[200] >= 2 * 41, codes  # each host's burst at least
+        assert refused is not None
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["limit"] == "api"
+        assert {client.get("/api/models?limit=1").status_code for _ in range(100)} == {200}
+
+
 def test_every_host_serves_the_same_release_as_the_front_door() -> None:
     releases = live_releases()
     assert set(releases) == set(HOSTS)
