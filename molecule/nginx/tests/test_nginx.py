@@ -116,10 +116,10 @@ def statuses(host, client, path, count, method="GET"):
     return [int(code) for code in out.split()]
 
 
-def refused_at_once(host, options, path, count):
-    """COUNT requests with OPTIONS, then one more at once (same shell): the last one's headers and body."""
+def refused_at_once(host, options, path, count, last=None):
+    """COUNT requests with OPTIONS, then at once (same shell) one with LAST (default OPTIONS): its headers and body."""
     one = f"{CURL} -o /dev/null {options} {HTTPS}{path}"
-    out = host.check_output(f"for i in $(seq {count}); do {one}; done; {CURL} -i {options} {HTTPS}{path}")
+    out = host.check_output(f"for i in $(seq {count}); do {one}; done; {CURL} -i {last or options} {HTTPS}{path}")
     head, body = out.replace("\r\n", "\n").split("\n\n", 1)
     lines = head.splitlines()
     headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
@@ -128,19 +128,27 @@ def refused_at_once(host, options, path, count):
 
 def test_rate_limit_refuses_a_fast_client_with_a_json_429_and_counts_per_address(host):
     """nginx_rate_limit_api_* is 5/s with a burst of 5 here: 30 requests at once from one address pass the
-    first 6 or so and get 429 for most of the rest; another address, and loopback, are not affected; a
-    client cannot escape its count by claiming another address in X-Forwarded-For."""
+    first 6 or so and get 429 for most of the rest; another address, and loopback, are not affected. A
+    client cannot escape its count with a forged X-Forwarded-For: behind the balancer the address it added
+    counts, and from outside the trusted range the header is ignored."""
     codes = statuses(host, "198.51.100.10", "/api/models", 30)
     assert set(codes) == {200, 429}, codes
     assert codes[:6] == [200] * 6, codes
     assert codes.count(429) >= 12, codes
-    spoofing = as_internet_client("192.0.2.1, 198.51.100.12")
-    status, headers, body = refused_at_once(host, spoofing, "/api/models", 12)
+    # The same client, refused, then at once putting a fresh address in front of the one the balancer appends.
+    forged = as_internet_client("192.0.2.1, 198.51.100.10")
+    status, headers, body = refused_at_once(host, as_internet_client("198.51.100.10"), "/api/models", 10, forged)
     assert (status, headers["retry-after"], headers["content-type"]) == (429, "1", "application/json")
     assert headers["x-content-type-options"] == "nosniff"
     assert body["limit"] == "api"
     assert "at most 5 a second" in body["detail"]
     assert statuses(host, "198.51.100.11", "/api/models", 3) == [200] * 3
+    # A direct client (127.0.0.3, not a trusted proxy) sending a new address each time is still one client.
+    direct = f"{CURL} -o /dev/null -w '%{{http_code}}\\n' --interface 127.0.0.3"
+    out = host.check_output(
+        f'for i in $(seq 30); do {direct} -H "X-Forwarded-For: 203.0.113.$i" {HTTPS}/api/models; done'
+    )
+    assert out.split().count("429") >= 12, out
     loopback = host.check_output(
         f"for i in $(seq 30); do {CURL} -o /dev/null -w '%{{http_code}}\\n' {HTTPS}/api/models; done"
     )
