@@ -328,8 +328,9 @@ def reference_weights(database_url: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "signals",
-    # The long one holds every hand-over: TERM first, KILL after TERM, KILL after KILL, TERM after KILL.
-    [["KILL"], ["TERM", "KILL", "KILL", "TERM", "KILL"]],
+    # 1, 2 and 5 interruptions (issue 12). The five hold every hand-over: TERM first, KILL after TERM,
+    # KILL after KILL, TERM after KILL, so a lone TERM needs no case of its own.
+    [["KILL"], ["KILL", "TERM"], ["TERM", "KILL", "KILL", "TERM", "KILL"]],
     ids=lambda s: f"{len(s)}x-" + "-".join(s),
 )
 def test_interrupted_training_ends_bit_identical(
