@@ -17,7 +17,7 @@ for path in (HERE, HERE.parents[2]):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from stack import ARTIFACTS, FIGURES, lb_client, live_releases, snapshot  # noqa: E402
+from stack import ARTIFACTS, FIGURES, REPO, lb_client, live_releases, snapshot  # noqa: E402
 
 # The app cannot start (its migrations still run: alembic does not import app.main).
 PLANTED_FAULT = '\nraise RuntimeError("planted fault: this release cannot start")\n'
@@ -57,6 +57,8 @@ def state() -> Iterator[dict[str, Any]]:
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("releases")
     return {
+        # What the converge deployed (this checkout: app_source_dir's default), live again after test_30's rollback.
+        "live": REPO,
         "next": snapshot(folder, "next", append={"app/__init__.py": "# site scenario: a code-only change\n"}),
         "single": snapshot(folder, "single", append={"app/__init__.py": "# site scenario: a one-host rollout\n"}),
         "broken": snapshot(folder, "broken", append={"app/main.py": PLANTED_FAULT}),

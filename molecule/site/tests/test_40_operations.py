@@ -1,4 +1,4 @@
-"""What on-call does besides deploying, on the stack test_30 left (both hosts on the `next` release):
+"""What on-call does besides deploying, on the stack test_30 left (both hosts on the first release again, `live`):
 the deploy lock every fleet-changing run takes, maintenance mode, and a rollout limited to one host with
 the load aimed at that host only (a group with one host). Uses test_30's fixtures (conftest.py)."""
 
@@ -75,7 +75,7 @@ def test_two_deploys_started_at_once_one_runs_the_other_is_refused(
     ]
 
     def one_deploy(cache: str) -> None:
-        runs.append(deploy(sources["next"], env={"ANSIBLE_CACHE_PLUGIN_CONNECTION": cache}))
+        runs.append(deploy(sources["live"], env={"ANSIBLE_CACHE_PLUGIN_CONNECTION": cache}))
 
     threads = [threading.Thread(target=one_deploy, args=(cache,)) for cache in caches]
     for thread in threads:
@@ -89,7 +89,7 @@ def test_two_deploys_started_at_once_one_runs_the_other_is_refused(
     assert "is held by" in refused.output, refused.output[-3000:]
     assert "deploy_lock_break=true" in refused.output
     assert not lease_exists(), "the run that held the lock did not release it"
-    assert live_releases() == {"web1": state["next"], "web2": state["next"]}
+    assert live_releases() == {"web1": state["live"], "web2": state["live"]}
 
 
 def test_an_expired_lease_is_taken_over() -> None:
@@ -105,7 +105,7 @@ def test_an_expired_lease_is_taken_over() -> None:
 
 def test_a_live_lease_refuses_until_broken_on_purpose(sources: dict[str, Path]) -> None:
     write_lease("alice", expires_in=3600)
-    refused = deploy(sources["next"])
+    refused = deploy(sources["live"])
     refused_before_any_change(refused)
     assert "is held by alice" in refused.output, refused.output[-3000:]
     refused_rollback = playbook("playbooks/rollback.yml")
@@ -122,10 +122,10 @@ def test_a_live_lease_refuses_until_broken_on_purpose(sources: dict[str, Path]) 
 
 
 def test_bad_lock_and_bake_settings_are_refused_before_any_change(sources: dict[str, Path]) -> None:
-    bake = deploy(sources["next"], "-e", "deploy_canary_bake_seconds=-5")
+    bake = deploy(sources["live"], "-e", "deploy_canary_bake_seconds=-5")
     refused_before_any_change(bake)
     assert "deploy_canary_bake_seconds must be a whole number of seconds, 0 or more, got '-5'" in bake.output
-    run = deploy(sources["next"], "-e", "deploy_lock_expiry_seconds=0")
+    run = deploy(sources["live"], "-e", "deploy_lock_expiry_seconds=0")
     refused_before_any_change(run)
     assert "deploy_lock_expiry_seconds must be a positive number of seconds, got 0" in run.output, run.output[-3000:]
 
@@ -177,9 +177,9 @@ def test_a_rollout_limited_to_one_host_under_load_aimed_at_it(
     assert run.rc == 0, run.output[-3000:]
     assert load.total >= 300, load.figures()
     assert load.results["failed"] == 0, (dict(load.reasons), load.failures[:10])
-    assert after["web2"] == state["next"]
-    assert after["web1"] != state["next"]
-    assert set(load.releases) == {state["next"], after["web1"]}, load.releases
+    assert after["web2"] == state["live"]
+    assert after["web1"] != state["live"]
+    assert set(load.releases) == {state["live"], after["web1"]}, load.releases
     FIGURES["single_host_rollout"] = {"seconds": round(run.seconds, 1), "load": load.figures()}
 
 
