@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api import datasets, models, ops, predict, sessions
 from app.api.errors import register_exception_handlers
+from app.api.openapi import finish_openapi
 from app.api.ops import STATIC_DIR
 from app.core.config import ConfigError, Settings, get_settings
 from app.core.logging import configure_logging
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (datasets, models, sessions, predict):
         app.include_router(module.router, prefix="/api")
     app.include_router(ops.router)
+    finish_openapi(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Added innermost first: CORS, then the body limit, then request context (outermost).

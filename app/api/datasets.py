@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from app.api.deps import SettingsDep
 from app.api.errors import field_error
+from app.api.limits import within_limit
 from app.ml.datasets import BOUNDS, DATASETS, INPUT_DIM, MAX_NOISE, MIN_SAMPLES, generate
 from app.schemas.common import MAX_SEED, error_responses
 from app.schemas.datasets import DatasetName, DatasetOut, DatasetParams, DatasetSample
@@ -35,10 +36,13 @@ def list_datasets(settings: SettingsDep) -> list[DatasetOut]:
 def sample_dataset(
     name: DatasetName,
     settings: SettingsDep,
+    request: Request,
     n_samples: Annotated[int, Query(ge=MIN_SAMPLES, le=100_000)] = 400,
     noise: Annotated[float, Query(ge=0.0, le=MAX_NOISE, allow_inf_nan=False)] = 0.1,
     seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
 ) -> DatasetSample:
+    if "n_samples" not in request.query_params:
+        n_samples = within_limit(n_samples, settings.max_samples)
     if n_samples > settings.max_samples:
         raise field_error(("query", "n_samples"), f"must be at most {settings.max_samples} (MAX_SAMPLES)")
     data = generate(name, n_samples, noise, seed)

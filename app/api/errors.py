@@ -62,7 +62,11 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _data_error_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("data error: %s", db_error_reason(exc))
-    return JSONResponse({"detail": "a value is out of range for the database"}, status_code=422)
+    message = "a value is out of range for the database"
+    return JSONResponse(
+        {"message": f"request: {message}", "detail": [{"loc": ["request"], "msg": message, "type": "value_error"}]},
+        status_code=422,
+    )
 
 
 async def _db_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from app.api.deps import ModelId
 from app.api.errors import field_error
+from app.api.limits import within_limit
 from app.ml.datasets import BOUNDS
 from app.ml.inference import NonFiniteOutputError, boundary, grid_axis, predict
 from app.runtime import Runtime
@@ -56,6 +57,8 @@ async def decision_boundary(
 ) -> BoundaryOut:
     """The model evaluated on a regular grid over the datasets' plotting window, for drawing."""
     runtime: Runtime = request.app.state.runtime
+    if "resolution" not in request.query_params:
+        resolution = within_limit(resolution, runtime.settings.max_grid_resolution)
     if resolution > runtime.settings.max_grid_resolution:
         raise field_error(
             ("query", "resolution"), f"must be at most {runtime.settings.max_grid_resolution} (MAX_GRID_RESOLUTION)"

@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Ids are PostgreSQL `integer`; larger values could never match and would overflow the bind parameter.
 MAX_ID = 2**31 - 1
 MAX_SEED = 2**31 - 1
 
+
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Random seed; same seed, same result.")]
 
 
+def _numeric(annotation: Any) -> bool:
+    """int, float, or either or None."""
+    if annotation in (int, float):
+        return True
+    args = set(get_args(annotation)) - {type(None)} if get_origin(annotation) in (Union, UnionType) else set()
+    return bool(args) and args <= {int, float}
+
+
+def not_a_number(value: Any) -> str | None:
+    """What the value is instead of a number (a boolean, a string), or None for anything else."""
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a string" if isinstance(value, str) else None
+
+
 class StrictModel(BaseModel):
-    """Request bodies reject unknown fields, so a misspelt option is an error rather than silently ignored."""
+    """Request bodies reject unknown fields, so a misspelt option is an error rather than silently ignored.
+    Their numbers are numbers, as a client generated from the OpenAPI document sends them: no `false` for 0
+    and no "5" for 5 (pydantic would take both), while 5.0 stays an integer, as JSON Schema has it, and an
+    integer a number. (A validator, not pydantic's strict mode: that would refuse 5.0 for an integer.)"""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name and _numeric(cls.model_fields[info.field_name].annotation) and (what := not_a_number(value)):
+            raise ValueError(f"must be a number, not {what}")
+        return value
 
 
 class ErrorOut(BaseModel):

@@ -1,9 +1,13 @@
-"""Property-based fuzzing of the whole OpenAPI spec with schemathesis: no input may cause a 5xx.
+"""Property-based fuzzing of the whole OpenAPI spec with schemathesis: every answer keeps the contract.
 
 For every operation, schemathesis generates data that fits the schema (positive) and data that
-breaks it (negative); each response must pass `not_a_server_error`. The app runs in-process (ASGI)
-with its lifespan, against this module's own database, with tiny training limits so fuzzed
-sessions stay cheap.
+breaks it (negative); each response must pass every check schemathesis has (validate_response's
+default), not only "no 5xx": the status is documented, and so are the content type, the headers and
+the body; data the schema admits is accepted (2xx, or 404/409/429 for the state it meets), data it
+refuses is refused. That holds because the document is this deployment's (app/api/openapi.py: the
+configured limits as maxima, every status with its real body). The app runs in-process (ASGI) with
+its lifespan, against this module's own database, with tiny training limits so fuzzed sessions stay
+cheap.
 
 (The `schema.parametrize()` pytest integration needs the schema at import time, before the database
 exists, and its lazy `from_fixture` variant does not run under pytest 9; hence Hypothesis'
@@ -23,7 +27,6 @@ from conftest import make_settings, unhandled_errors
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 from workerproc import WorkerProcess
 
@@ -96,7 +99,7 @@ def test_the_spec_covers_the_api() -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "mode", "path_parameters"), CASES)
-def test_no_input_causes_a_server_error(
+def test_every_answer_keeps_the_contract(
     fuzz_target: tuple[schemathesis.BaseSchema, FastAPI],
     method: str,
     path: str,
@@ -116,6 +119,6 @@ def test_no_input_causes_a_server_error(
     )
     def check(case: Any) -> None:
         response = case.call()
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response)
 
     check()

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.config import Settings
+from app.factory import create_app
+
 XOR_NET = {
     "name": "xor-net",
     "dataset": "xor",
@@ -133,6 +136,13 @@ def layers(*layers: dict[str, Any]) -> dict[str, Any]:
         (layers({"width": 8}), "layers[0].activation"),
         (layers({"width": "wide", "activation": "relu"}), "layers[0].width"),
         (layers({"width": 8, "activation": "relu", "colour": "red"}), "layers[0].colour"),
+        # Types as the schema gives them (no coercion): a client generated from it never sends these.
+        (layers({"width": 8, "activation": "relu", "dropout": False}), "layers[0].dropout"),
+        (layers({"width": "8", "activation": "relu"}), "layers[0].width"),
+        (layers({"width": 8.5, "activation": "relu"}), "layers[0].width"),
+        ({**XOR_NET, "dataset_params": {"seed": "1"}}, "dataset_params.seed"),
+        (layers({"width": True, "activation": "relu"}), "layers[0].width"),
+        ({**XOR_NET, "dataset_params": {"noise": "0.1"}}, "dataset_params.noise"),
         ({**XOR_NET, "dataset": "mnist"}, "dataset"),
         ({**XOR_NET, "dataset_params": {"n_samples": 3}}, "dataset_params.n_samples"),
         ({**XOR_NET, "dataset_params": {"n_samples": 2001}}, "dataset_params.n_samples"),
@@ -149,6 +159,81 @@ def layers(*layers: dict[str, Any]) -> dict[str, Any]:
 )
 def test_invalid_model_definitions_are_422_naming_the_field(client: TestClient, body: Any, field: str) -> None:
     assert_422(client.post("/api/models", json=body), field)
+
+
+def test_an_integer_is_a_number(client: TestClient) -> None:
+    """Numbers refuse strings and booleans, not an integer where a number may be fractional, nor 8.0 for an
+    integer (JSON Schema's integer is a number without a fraction)."""
+    body = {**XOR_NET, "name": "integer-dropout", "layers": [{"width": 8.0, "activation": "relu", "dropout": 0}]}
+    created = client.post("/api/models", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["layers"][0] == {"width": 8, "activation": "relu", "dropout": 0.0}
+    assert client.delete(f"/api/models/{created.json()['id']}").status_code == 204
+
+
+def test_the_openapi_document_advertises_the_configured_limits(client: TestClient, settings: Settings) -> None:
+    """A client generated from the document sends nothing refused for size: each maximum is this deployment's
+    limit (tests/app/conftest.py's, below the schemas' own ceilings), and the value at it is accepted."""
+    spec = client.get("/api/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    (resolution,) = [
+        p for p in spec["paths"]["/api/models/{model_id}/boundary"]["get"]["parameters"] if p["name"] == "resolution"
+    ]
+    assert (
+        {
+            "n_samples": schemas["DatasetParams"]["properties"]["n_samples"]["maximum"],
+            "width": schemas["Layer"]["properties"]["width"]["maximum"],
+            "layers": schemas["ModelCreate"]["properties"]["layers"]["maxItems"],
+            "epochs": schemas["TrainingCreate"]["properties"]["epochs"]["maximum"],
+            "batch_size": schemas["TrainingCreate"]["properties"]["batch_size"]["maximum"],
+            "inputs": schemas["PredictRequest"]["properties"]["inputs"]["maxItems"],
+            "resolution": resolution["schema"]["maximum"],
+        }
+        == {
+            "n_samples": settings.max_samples,
+            "width": settings.max_width,
+            "layers": settings.max_layers,
+            "epochs": settings.max_epochs,
+            "batch_size": settings.max_batch_size,
+            "inputs": settings.max_predict_rows,
+            "resolution": settings.max_grid_resolution,
+        }
+        == {
+            "n_samples": 2000,
+            "width": 64,
+            "layers": 6,
+            "epochs": 2000,
+            "batch_size": 512,
+            "inputs": 500,
+            "resolution": 100,
+        }
+    )
+    at_limit = {
+        **XOR_NET,
+        "name": "at-the-limits",
+        "dataset_params": {"n_samples": settings.max_samples},
+        "layers": [{"width": settings.max_width, "activation": "relu"}] + [{"width": 2, "activation": "relu"}] * 5,
+    }
+    created = client.post("/api/models", json=at_limit)
+    assert created.status_code == 201, created.text
+    assert client.delete(f"/api/models/{created.json()['id']}").status_code == 204
+
+
+def test_a_value_left_out_gets_its_default_lowered_to_a_lower_limit(settings: Settings) -> None:
+    """MAX_SAMPLES below the default n_samples (400): a request that names none gets the limit, not a 422,
+    and the document says so."""
+    low = settings.model_copy(update={"max_samples": 100})
+    with TestClient(create_app(low)) as client:
+        spec = client.get("/api/openapi.json").json()
+        assert spec["components"]["schemas"]["DatasetParams"]["properties"]["n_samples"]["default"] == 100
+        sample = client.get("/api/datasets/xor/sample")
+        assert sample.status_code == 200, sample.text
+        assert len(sample.json()["points"]) == 100
+        created = client.post("/api/models", json={"name": "low-limits", "dataset": "xor"})
+        assert created.status_code == 201, created.text
+        assert created.json()["dataset_params"]["n_samples"] == 100
+        assert client.post("/api/models", json={**XOR_NET, "dataset_params": {"n_samples": 101}}).status_code == 422
+        assert client.delete(f"/api/models/{created.json()['id']}").status_code == 204
 
 
 def test_invalid_json_is_422(client: TestClient) -> None:

@@ -94,6 +94,8 @@ def test_untrained_model_is_409(client: TestClient, trained: dict[str, Any]) -> 
         ([[1e7, 0]], "inputs[0][0]"),
         ([["a", 0]], "inputs[0][0]"),
         ([[None, 0]], "inputs[0][0]"),
+        ([["0.5", 0]], "inputs[0][0]"),
+        ([[True, 0]], "inputs[0][0]"),
         ([[0, 0]] * 501, "inputs"),  # MAX_PREDICT_ROWS is 500 here
         ("0,0", "inputs"),
     ],
