@@ -43,8 +43,8 @@ def finish_openapi(app: FastAPI, settings: Settings) -> None:
       refused for size, and each default to what an omitted value gets (lowered to a lower limit);
     - documents the app's own 422 body (ValidationErrorOut: a message naming each field, and the list)
       instead of FastAPI's default, 400 (unreadable) and 413 (MAX_BODY_BYTES) on every operation with a
-      body, and 503 on every
-      /api operation that reads the database (unavailable, or its schema behind this release).
+      body, and 503 on every /api operation that reads the database (unavailable, or its schema behind
+      this release).
     A component or parameter that is no longer where these tables say fails the generation (KeyError,
     ValueError): the tests build the document."""
     generate = app.openapi

@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 MAX_ID = 2**31 - 1
 MAX_SEED = 2**31 - 1
 
-
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Random seed; same seed, same result.")]
 
 
@@ -23,7 +22,7 @@ def _numeric(annotation: Any) -> bool:
     return bool(args) and args <= {int, float}
 
 
-def not_a_number(value: Any) -> str | None:
+def _not_a_number(value: Any) -> str | None:
     """What the value is instead of a number (a boolean, a string), or None for anything else."""
     if isinstance(value, bool):
         return "a boolean"
@@ -41,7 +40,8 @@ class StrictModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.field_name and _numeric(cls.model_fields[info.field_name].annotation) and (what := not_a_number(value)):
+        numeric = bool(info.field_name) and _numeric(cls.model_fields[info.field_name].annotation)
+        if numeric and (what := _not_a_number(value)):
             raise ValueError(f"must be a number, not {what}")
         return value
 
