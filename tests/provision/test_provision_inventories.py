@@ -198,10 +198,14 @@ def drain_settings(env: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    (task,) = json.loads(result.stdout)["plays"][1]["tasks"]
+    # One task; the json callback may list it once per host batch (Mitogen's strategy starts it per
+    # connection kind), so its results are gathered from every entry.
+    tasks = json.loads(result.stdout)["plays"][1]["tasks"]
+    assert {entry["task"]["name"] for entry in tasks} == {"Show the drain settings"}, tasks
+    results = {host: outcome for entry in tasks for host, outcome in entry["hosts"].items()}
     defaults = {"drain_timeout": "lb_target_drain_timeout_s", "delay": "lb_target_alb_deregistration_delay_s"}
     settings = {}
-    for host, outcome in task["hosts"].items():
+    for host, outcome in results.items():
         values = outcome["msg"]
         for key, default in defaults.items():
             values[key] = int(LB_TARGET_DEFAULTS[default] if values[key] is None else values[key])

@@ -43,10 +43,13 @@ def ansible_env(**extra: str) -> dict[str, str]:
     }
 
 
-def run_role(tmp_path: Path, role: str, variables: dict, tasks_from: str = "main") -> subprocess.CompletedProcess[str]:
+def run_role(
+    tmp_path: Path, role: str, variables: dict, tasks_from: str = "main", interpreter: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
     """Apply one role entry point to localhost in --check mode with the given extra vars.
 
-    Check mode guarantees a role whose validation wrongly passes still changes nothing here.
+    Check mode guarantees a role whose validation wrongly passes still changes nothing here. The modules
+    run under the venv's Python unless `interpreter` names another (the system one, for apt's module).
     """
     playbook = tmp_path / "play.yml"
     playbook.write_text(
@@ -73,7 +76,7 @@ def run_role(tmp_path: Path, role: str, variables: dict, tasks_from: str = "main
             "localhost,",
             "--check",
             "-e",
-            f"ansible_python_interpreter={sys.executable}",
+            f"ansible_python_interpreter={interpreter}",
             "-e",
             json.dumps(variables),
             str(playbook),
@@ -89,8 +92,10 @@ def run_role(tmp_path: Path, role: str, variables: dict, tasks_from: str = "main
 
 @pytest.fixture
 def apply_role(tmp_path: Path):
-    def _apply(role: str, variables: dict, tasks_from: str = "main") -> subprocess.CompletedProcess[str]:
-        return run_role(tmp_path, role, variables, tasks_from)
+    def _apply(
+        role: str, variables: dict, tasks_from: str = "main", interpreter: str = sys.executable
+    ) -> subprocess.CompletedProcess[str]:
+        return run_role(tmp_path, role, variables, tasks_from, interpreter)
 
     return _apply
 
