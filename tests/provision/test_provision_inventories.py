@@ -198,8 +198,8 @@ def drain_settings(env: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    # One task; the json callback may list it once per host batch (Mitogen's strategy starts it per
-    # connection kind), so its results are gathered from every entry.
+    # One task; under Mitogen's strategy the json callback lists it once per host (seen: one entry for
+    # each probe host), so its results are gathered from every entry.
     tasks = json.loads(result.stdout)["plays"][1]["tasks"]
     assert {entry["task"]["name"] for entry in tasks} == {"Show the drain settings"}, tasks
     results = {host: outcome for entry in tasks for host, outcome in entry["hosts"].items()}
