@@ -77,3 +77,26 @@ def test_no_two_scenarios_carry_the_same_playbook() -> None:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert digest not in seen, f"{path.relative_to(REPO)} repeats {seen[digest].relative_to(REPO)}"
         seen[digest] = path
+
+
+def test_every_scenario_runs_its_instance_through_mitogen() -> None:
+    """The scenarios run roles the way production does: Mitogen's strategy, on a connection it takes over.
+
+    Molecule writes its own ansible.cfg, so the project's strategy is named in the base's env. Mitogen
+    replaces only the connections it lists by their short names: the Docker driver's
+    `community.docker.docker` would run every task the old way (a new Python per task). The driver's own
+    create and destroy playbooks use `async`, which hangs under Mitogen's local connection, so localhost
+    keeps Ansible's own; the site scenario, which has no such playbook, gives it back to Mitogen.
+    """
+    from ansible_mitogen.strategy import REDIRECTED_CONNECTION_PLUGINS
+
+    provisioner = load(BASE)["provisioner"]
+    assert provisioner["env"]["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    strategy_dir = provisioner["env"]["ANSIBLE_STRATEGY_PLUGINS"].replace("${MOLECULE_PROJECT_DIRECTORY}", str(REPO))
+    assert (Path(strategy_dir) / "mitogen_linear.py").is_file(), strategy_dir
+    host_vars = provisioner["inventory"]["host_vars"]
+    assert host_vars["${MOLECULE_SCENARIO_NAME}-instance"]["ansible_connection"] in REDIRECTED_CONNECTION_PLUGINS
+    assert host_vars["localhost"]["ansible_connection"] not in REDIRECTED_CONNECTION_PLUGINS
+
+    site = load(REPO / "molecule" / "site" / "molecule.yml")["provisioner"]
+    assert site["inventory"]["host_vars"]["localhost"]["ansible_connection"] in REDIRECTED_CONNECTION_PLUGINS
