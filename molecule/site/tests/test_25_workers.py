@@ -85,9 +85,14 @@ def test_a_training_finishes_on_another_worker_when_its_host_is_killed(sources: 
         for host in WEB:
             docker_exec(host, "systemctl", "start", "nnp-worker.service")
 
-    killed_at_epoch = session(session_id)["current_epoch"]
     subprocess.run(["docker", "kill", POOL], check=True, capture_output=True)
     killed = time.monotonic()
+    # The epoch reached is read after the kill: gpu1 writes its checkpoint and the session's epoch in one
+    # transaction, so a read taken before the kill could miss the last checkpoint (a read at epoch 29, then
+    # a checkpoint at 30 before the kill, was seen under load). A second's wait lets a COMMIT already sent
+    # by the killed worker finish on the server.
+    time.sleep(1)
+    killed_at_epoch = session(session_id)["current_epoch"]
     try:
         # A deploy now would migrate without gpu1: it is refused before any change, naming the host.
         releases = live_releases()
