@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg.errors import UndefinedColumn, UndefinedTable
 from psycopg_pool import PoolTimeout
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.db import db_error_reason
 from app.services.errors import AppError, BusyError
@@ -102,7 +106,37 @@ async def _psycopg_error_handler(request: Request, exc: Exception) -> JSONRespon
     raise exc
 
 
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+@functools.cache
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """/api/models/{model_id} -> a pattern that matches /api/models/7."""
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this request's path. Starlette's 405 names only the
+    methods of the first route whose path matched, but a resource is often several routes (GET and POST
+    /api/models), and the document is what clients read."""
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if _path_pattern(template).fullmatch(request.url.path):
+            methods |= {method.upper() for method in item if method in _METHODS}
+    return sorted(methods)
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        # A path the document leaves out (the page) keeps Starlette's own list.
+        allow = ", ".join(allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
+        return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
+    return await http_exception_handler(request, exc)
+
+
 def register_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)

@@ -64,6 +64,25 @@ def test_unknown_route_and_method_are_4xx(client: TestClient) -> None:
     assert client.put("/api/models").status_code == 405
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        # Resources served by two routes: Starlette's own 405 named only the first route's method.
+        ("PUT", "/api/models", "GET, POST"),
+        ("OPTIONS", "/api/models", "GET, POST"),
+        ("PATCH", "/api/models/1", "DELETE, GET"),
+        ("OPTIONS", "/api/models/1/sessions", "GET, POST"),
+        ("GET", "/api/sessions/1/stop", "POST"),
+        ("DELETE", "/readyz", "GET"),
+    ],
+)
+def test_405_names_every_method_of_the_resource(client: TestClient, method: str, path: str, allow: str) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
 def test_cors_only_for_allowed_origins(database_url: str) -> None:
     settings = make_settings(database_url, allowed_origins="https://ui.example")
     with TestClient(create_app(settings)) as cors:

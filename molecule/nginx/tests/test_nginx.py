@@ -104,6 +104,23 @@ def test_internal_paths_answer_the_private_networks_only(host, path):
     assert seen["path"] == f"/api/models{path}"
 
 
+def test_trace_gets_the_apps_405_with_allow_and_is_never_forwarded(host):
+    """nginx refuses TRACE before any location, with a bare 405 (no Allow, which HTTP requires). The role
+    hands that refusal to the app as an OPTIONS without a body: the echo backend answers OPTIONS as the app
+    does (405, Allow: GET, POST) and says what reached it. From the internet, an internal path stays a 404."""
+    status, headers = headers_of(host, f"{HTTPS}/api/echo", "-X TRACE", "-d secret-cookie=1")
+    assert status == 405
+    assert headers["allow"] == "GET, POST"
+    assert headers["content-type"] == "application/json"
+    assert headers["x-content-type-options"] == "nosniff"
+    seen = json.loads(host.check_output(f"{CURL} -X TRACE -d secret-cookie=1 {HTTPS}/api/echo"))
+    assert seen == {"detail": "Method Not Allowed", "method": "OPTIONS", "body": ""}
+    outside = "--interface 127.0.0.2 -H 'X-Forwarded-For: 203.0.113.77'"
+    hidden = host.check_output(f"{CURL} -i -X TRACE {outside} {HTTPS}/version").replace("\r\n", "\n")
+    assert hidden.splitlines()[0].split()[1] == "404", hidden
+    assert json.loads(hidden.split("\n\n", 1)[1]) == {"detail": "Not Found"}, hidden
+
+
 def as_internet_client(client, method="GET"):
     """curl options of a request from an internet CLIENT behind the trusted load balancer (127.0.0.2)."""
     return f"-X {method} --interface 127.0.0.2 -H 'X-Forwarded-For: {client}'"

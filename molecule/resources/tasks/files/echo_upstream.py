@@ -2,7 +2,8 @@
 
 Usage: echo_upstream.py PORT. Listens on 127.0.0.1 only, speaks HTTP/1.1 with keep-alive so a
 proxy's upstream keepalive can be observed (the same client port across requests). A path under /slow/
-answers after 2 s, so a test can hold requests in progress.
+answers after 2 s, so a test can hold requests in progress. OPTIONS gets what the app answers to it (it
+serves GET and POST only): 405 with Allow, its JSON body saying what arrived.
 """
 
 import json
@@ -42,6 +43,17 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._echo()
+
+    def do_OPTIONS(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        data = json.dumps({"detail": "Method Not Allowed", "method": self.command, "body": body}).encode()
+        self.send_response(405)
+        self.send_header("Allow", "GET, POST")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 if __name__ == "__main__":
