@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Annotated
 
+import anyio
 import anyio.to_thread
 import torch
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import ModelId
 from app.api.errors import field_error
 from app.api.limits import within_limit
 from app.ml.datasets import BOUNDS
-from app.ml.inference import NonFiniteOutputError, boundary, grid_axis, predict
+from app.ml.inference import LoadedModel, NonFiniteOutputError, boundary, grid_axis, predict
 from app.runtime import Runtime
 from app.schemas.common import ValidationErrorOut, error_responses
 from app.schemas.predict import BoundaryOut, PredictOut, PredictRequest
@@ -20,12 +23,53 @@ from app.services.errors import ConflictError
 
 router = APIRouter(prefix="/models", tags=["prediction"])
 
+# The event loop also answers the health checks and every other request of this process, so no single
+# request may hold it for more than a few milliseconds. A decision boundary's answer grows with the square
+# of its resolution: turning a 200 x 200 grid into JSON through the response model took about 9 ms of the
+# loop's own CPU, and MAX_GRID_RESOLUTION may be raised to 1000 (25 times that). The grid is computed and
+# encoded in a worker thread instead, at most HEAVY_THREADS at a time per process (more would only share
+# the same cores), one row at a time, so that the thread hands the interpreter back to the loop between
+# rows (within Python's 5 ms switch interval) rather than holding it through one long encoding call.
+# Predictions stay on the loop (below): MAX_PREDICT_ROWS rows cost it a few ms (tests/app/test_app_predict_api.py).
+HEAVY_THREADS = anyio.CapacityLimiter(2)
+JSON = "application/json"
 
-# The hot path: async end to end (no thread-pool hop) and the runtime read straight from the app.
-# A forward pass over at most MAX_PREDICT_ROWS rows of a small MLP takes microseconds, so it runs
-# on the event loop.
-@router.post("/{model_id}/predict", responses={**error_responses(404, 409), 422: {"model": ValidationErrorOut}})
-async def predict_outputs(model_id: ModelId, body: PredictRequest, request: Request) -> PredictOut:
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _rows(rows: Sequence[Sequence[float]] | None) -> str:
+    """A JSON array of arrays, encoded row by row (each a short call that holds the interpreter briefly)."""
+    if rows is None:
+        return "null"
+    return "[" + ",".join(_dumps(row) for row in rows) + "]"
+
+
+def _object(head: dict[str, object], tail: dict[str, str]) -> bytes:
+    """HEAD's fields, then TAIL's already encoded ones, as one JSON object."""
+    encoded = _dumps(head)
+    fields = "".join(f",{_dumps(name)}:{value}" for name, value in tail.items())
+    return (encoded[:-1] + fields + "}").encode()
+
+
+def _boundary_body(model_id: int, model: LoadedModel, resolution: int) -> bytes:
+    xs = ys = grid_axis(*BOUNDS, resolution)
+    values, confidence = boundary(model, xs, ys)
+    head = {"model_id": model_id, "weights_version": model.version, "task": model.task, "resolution": resolution}
+    return _object(head | {"xs": xs, "ys": ys}, {"values": _rows(values), "confidence": _rows(confidence)})
+
+
+# The hot path: async end to end (no thread-pool hop) and the runtime read straight from the app. A forward
+# pass over at most MAX_PREDICT_ROWS rows of a small MLP takes microseconds, so it runs on the event loop;
+# the answer is encoded directly (as the boundary's is), which costs the loop a fraction of what the
+# response model's second validation and encoding of every float did.
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictOut,
+    responses={**error_responses(404, 409), 422: {"model": ValidationErrorOut}},
+)
+async def predict_outputs(model_id: ModelId, body: PredictRequest, request: Request) -> Response:
     """Outputs for each input row: class id and probabilities, or the regression value."""
     runtime: Runtime = request.app.state.runtime
     if len(body.inputs) > runtime.settings.max_predict_rows:
@@ -40,21 +84,17 @@ async def predict_outputs(model_id: ModelId, body: PredictRequest, request: Requ
         result = predict(model, torch.tensor(body.inputs, dtype=torch.float32))
     except NonFiniteOutputError as exc:
         raise field_error(("body", "inputs"), str(exc)) from None
-    return PredictOut(
-        model_id=model_id,
-        weights_version=model.version,
-        task=model.task,  # type: ignore[arg-type]
-        outputs=result.outputs,
-        probabilities=result.probabilities,
-    )
+    head = {"model_id": model_id, "weights_version": model.version, "task": model.task}
+    content = _object(head, {"outputs": _dumps(result.outputs), "probabilities": _rows(result.probabilities)})
+    return Response(content, media_type=JSON)
 
 
-@router.get("/{model_id}/boundary", responses=error_responses(404, 409))
+@router.get("/{model_id}/boundary", response_model=BoundaryOut, responses=error_responses(404, 409))
 async def decision_boundary(
     model_id: ModelId,
     request: Request,
     resolution: Annotated[int, Query(ge=2, le=1000, description="Grid points per axis (MAX_GRID_RESOLUTION).")] = 50,
-) -> BoundaryOut:
+) -> Response:
     """The model evaluated on a regular grid over the datasets' plotting window, for drawing."""
     runtime: Runtime = request.app.state.runtime
     if "resolution" not in request.query_params:
@@ -64,19 +104,9 @@ async def decision_boundary(
             ("query", "resolution"), f"must be at most {runtime.settings.max_grid_resolution} (MAX_GRID_RESOLUTION)"
         )
     model = await runtime.predictor.get(model_id)
-    xs = ys = grid_axis(*BOUNDS, resolution)
     try:
-        # Up to MAX_GRID_RESOLUTION**2 points: heavy enough to keep off the event loop.
-        values, confidence = await anyio.to_thread.run_sync(boundary, model, xs, ys)
+        # Up to MAX_GRID_RESOLUTION**2 points, computed and encoded off the event loop (above).
+        content = await anyio.to_thread.run_sync(_boundary_body, model_id, model, resolution, limiter=HEAVY_THREADS)
     except NonFiniteOutputError as exc:
         raise ConflictError(str(exc)) from None
-    return BoundaryOut(
-        model_id=model_id,
-        weights_version=model.version,
-        task=model.task,  # type: ignore[arg-type]
-        resolution=resolution,
-        xs=xs,
-        ys=ys,
-        values=values,
-        confidence=confidence,
-    )
+    return Response(content, media_type=JSON)
