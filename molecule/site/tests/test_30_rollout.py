@@ -131,7 +131,7 @@ def test_a_release_that_cannot_become_ready_leaves_the_live_slot_serving(
     slots = {host: (live_slot(host), slot_started(host, live_slot(host))) for host in ("web1", "web2")}
     # A steady load (paced clients) rather than the saturating one: the failure path is what is tested.
     with steady_load(model_id) as loads:
-        run = deploy(sources["broken"], "-e", "app_health_timeout_seconds=20")
+        run = deploy(sources["broken"], "-e", "app_health_timeout_seconds=10")
     after = live_releases()
 
     assert run.rc != 0
