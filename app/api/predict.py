@@ -25,8 +25,8 @@ router = APIRouter(prefix="/models", tags=["prediction"])
 
 # The event loop also answers the health checks and every other request of this process, so no single
 # request may hold it for more than a few milliseconds. A decision boundary's answer grows with the square
-# of its resolution: turning a 200 x 200 grid into JSON through the response model took about 9 ms of the
-# loop's own CPU, and MAX_GRID_RESOLUTION may be raised to 1000 (25 times that). The grid is computed and
+# of its resolution: turning a 400 x 400 grid into JSON through the response model took 52 ms of the
+# loop's own CPU, and MAX_GRID_RESOLUTION may be raised to 1000 (six times that). The grid is computed and
 # encoded in a worker thread instead, at most HEAVY_THREADS at a time per process (more would only share
 # the same cores), one row at a time, so that the thread hands the interpreter back to the loop between
 # rows (within Python's 5 ms switch interval) rather than holding it through one long encoding call.
