@@ -15,11 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def _body(self) -> str:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length).decode("utf-8", "replace") if length else ""
+
     def _echo(self) -> None:
         if self.path.startswith("/slow/"):
             time.sleep(2)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        body = self._body()
         payload = {
             "method": self.command,
             "path": self.path,
@@ -45,9 +48,7 @@ class EchoHandler(BaseHTTPRequestHandler):
         self._echo()
 
     def do_OPTIONS(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
-        data = json.dumps({"detail": "Method Not Allowed", "method": self.command, "body": body}).encode()
+        data = json.dumps({"detail": "Method Not Allowed", "method": self.command, "body": self._body()}).encode()
         self.send_response(405)
         self.send_header("Allow", "GET, POST")
         self.send_header("Content-Type", "application/json")
