@@ -238,6 +238,15 @@ echo
 echo "==> summary"
 cat "$SUMMARY"
 if [ $failed -ne 0 ]; then
+  # CI keeps only the end of the output: name the failed stages and the failures themselves last.
+  echo
+  echo "==> what failed"
+  grep ' FAIL ' "$SUMMARY" || true
+  if [ "$what" = all ] && [ -d "$LOGS" ]; then
+    # pytest's short summary lines, Ansible's failed tasks and Molecule's errors, per stage log.
+    grep -HE '^(FAILED|ERROR) |^fatal: |^failed: |CRITICAL ' "$LOGS"/*.log 2>/dev/null | sed "s|^$LOGS/||" |
+      cut -c1-400 | tail -n 40 || true
+  fi
   echo "FAILED"
   exit 1
 fi
