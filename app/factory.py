@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.api import datasets, models, ops, predict, sessions
+from app.api import datasets, models, ops, owners, predict, sessions
 from app.api.errors import register_exception_handlers
 from app.api.openapi import finish_openapi
 from app.api.ops import STATIC_DIR
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Included directly, not through an intermediate /api router: FastAPI re-matches the path at
     # every level of nesting, which costs a measurable share of a prediction request.
-    for module in (datasets, models, sessions, predict):
+    for module in (datasets, models, sessions, predict, owners):
         app.include_router(module.router, prefix="/api")
     app.include_router(ops.router)
     finish_openapi(app, settings)
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -67,12 +67,34 @@ class Base(DeclarativeBase):
     }
 
 
+# Rows that existed before owners (Alembic revision 0003) belong to this one; it has no token.
+LEGACY_OWNER_ID = 1
+
+
+class Owner(Base):
+    """Whoever created models and sessions: a browser (cookie) or an API client (Bearer token).
+
+    Only the SHA-256 of the token is stored: the token is 32 random bytes, so a fast hash is as safe as a
+    slow one and keeps the lookup one index probe. NULL for the legacy owner, which nobody can act as.
+    (Not to be confused with a session's `owner_host`/`owner_pid`: the worker process running it.)
+    """
+
+    __tablename__ = "owners"
+    __table_args__ = (CheckConstraint("token_hash IS NULL OR octet_length(token_hash) = 32", name="token_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    token_hash: Mapped[bytes | None] = mapped_column(LargeBinary, unique=True)
+    label: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class NetworkModel(Base):
     """A network definition: dataset to learn and hidden layers."""
 
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id", ondelete="RESTRICT"), index=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     dataset: Mapped[str] = mapped_column(String(32))
     dataset_params: Mapped[dict[str, Any]]
@@ -81,6 +103,9 @@ class NetworkModel(Base):
     input_dim: Mapped[int]
     output_dim: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Creation, a training start or a prediction (at most one update per process per
+    # MODEL_TOUCH_SECONDS); retention removes models unused for RETENTION_MODEL_DAYS.
+    last_used_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class TrainingSession(Base):
@@ -98,11 +123,14 @@ class TrainingSession(Base):
             postgresql_where=text(f"status IN ({_ACTIVE_SQL})"),
         ),
         Index("ix_training_sessions_status_owner_host", "status", "owner_host"),
+        Index("ix_training_sessions_owner_id_created_at", "owner_id", "created_at"),
         CheckConstraint("device IN ('cpu', 'cuda')", name="device"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    # Who started it (the model's owner; see Owner). Quotas count by it.
+    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id", ondelete="RESTRICT"))
     status: Mapped[str] = mapped_column(String(16))
     epochs: Mapped[int]
     learning_rate: Mapped[float] = mapped_column(Float)
@@ -122,7 +150,7 @@ class TrainingSession(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)
     # The procrastinate job that runs it (procrastinate_jobs.id; no foreign key: that schema is the library's).
     job_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     # Runs started by workers; also the fencing token: a run writes only while attempts is still its own.

@@ -66,7 +66,7 @@ class Runtime:
             known,
             read_pool,
             reads,
-            PredictorCache(reads),
+            PredictorCache(reads, touch_seconds=settings.model_touch_seconds),
             readiness,
         )
 

@@ -181,7 +181,8 @@ def rss_mb(pid: int) -> float:
 
 
 def train_model(base_url: str) -> int:
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+    token = httpx.post(f"{base_url}/api/owners", timeout=30).raise_for_status().json()["token"]
+    with httpx.Client(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
         model = client.post(
             "/api/models",
             json={"name": "bench", "dataset": "xor", "layers": [{"width": 16, "activation": "tanh"}] * 2},

@@ -439,7 +439,13 @@ def main() -> int:
         cfg = Config(str(REPO_ROOT / "alembic.ini"))
         cfg.attributes.update(database_url=url, configure_logger=False)
         command.upgrade(cfg, "head")
-        server = AppServer({"DATABASE_URL": url, "MAX_EPOCHS": "100000"}, workers=2).start(timeout=120)
+        quotas = {
+            "OWNER_MAX_MODELS": "100000",
+            "OWNER_MAX_ACTIVE_TRAININGS": "100000",
+            "OWNER_MAX_EPOCHS_PER_HOUR": "100000000",
+        }
+        env = {"DATABASE_URL": url, "MAX_EPOCHS": "100000", **quotas}
+        server = AppServer(env, workers=2).start(timeout=120)
         bench = Bench(url, server)
         results: dict[str, Any] = {"started": when(), "cpus": os.cpu_count()}
         steps = (

@@ -154,7 +154,7 @@ class GpuCheck:
         self.url = database_url
         self.server = server
         self.watch = watch
-        self.http = server.client()
+        self.http = server.client(owner=False)  # the server is not up yet: the token comes once it is
         self.db = psycopg.connect(database_url, autocommit=True)
         self.workers: list[WorkerProcess] = []
         self.checks: list[Check] = []
@@ -369,6 +369,7 @@ class GpuCheck:
         first = self.spawn(self.device)
         comparison = self.spawn("cpu") if self.device == "cuda" else None
         self.server.wait_ready(120)
+        self.http.headers.update(self.server.owner_header())
         for worker in (first, comparison):
             if worker is not None:
                 worker.wait_registered(120)
@@ -470,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         watch.lap("migrated")
         # The web process judges worker liveness (device: cuda needs a live CUDA worker) with the same timings.
         web_env = {k: FAST_WORKER_ENV[k] for k in ("WORKER_HEARTBEAT_SECONDS", "WORKER_STALLED_SECONDS")}
-        server = AppServer({"DATABASE_URL": url, "RELEASE_ID": "gpu-check", **web_env}).start(wait=False)
+        # A check, not a tenant: no owner quota in its way.
+        quotas = {"OWNER_MAX_ACTIVE_TRAININGS": "1000", "OWNER_MAX_EPOCHS_PER_HOUR": "100000000"}
+        env = {"DATABASE_URL": url, "RELEASE_ID": "gpu-check", **web_env, **quotas}
+        server = AppServer(env).start(wait=False)
         check = GpuCheck(args.device, url, server, watch)
         check.run()
     except Exception as exc:

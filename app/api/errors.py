@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.db import db_error_reason
-from app.services.errors import AppError, BusyError
+from app.services.errors import AppError
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, BusyError) else None
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+    body = {"detail": exc.message} if exc.quota is None else {"detail": exc.message, "quota": exc.quota}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers())
 
 
 async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,7 @@ import anyio.to_thread
 import torch
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import ModelId
+from app.api.deps import ModelId, get_reader
 from app.api.errors import field_error
 from app.api.limits import within_limit
 from app.ml.datasets import BOUNDS
@@ -30,8 +30,12 @@ router = APIRouter(prefix="/models", tags=["prediction"])
 # encoded in a worker thread instead, at most HEAVY_THREADS at a time per process (more would only share
 # the same cores), one row at a time, so that the thread hands the interpreter back to the loop between
 # rows (within Python's 5 ms switch interval) rather than holding it through one long encoding call.
-# Predictions stay on the loop (below): MAX_PREDICT_ROWS rows cost it a few ms (tests/app/test_app_predict_api.py).
+# Small predictions stay on the loop (below); large ones go to the same threads: a 1000-row prediction's
+# forward pass and encoding cost the loop 5-6 ms when idle and 13 ms on a machine saturated by make test,
+# while parsing and checking its body costs about 0.6 ms (tests/app/test_app_predict_api.py).
 HEAVY_THREADS = anyio.CapacityLimiter(2)
+# Up to this many rows a prediction runs on the loop (tens of microseconds); more go to HEAVY_THREADS.
+INLINE_PREDICT_ROWS = 64
 JSON = "application/json"
 
 
@@ -53,6 +57,12 @@ def _object(head: dict[str, object], tail: dict[str, str]) -> bytes:
     return (encoded[:-1] + fields + "}").encode()
 
 
+def _predict_body(model_id: int, model: LoadedModel, inputs: list[list[float]]) -> bytes:
+    result = predict(model, torch.tensor(inputs, dtype=torch.float32))
+    head = {"model_id": model_id, "weights_version": model.version, "task": model.task}
+    return _object(head, {"outputs": _dumps(result.outputs), "probabilities": _rows(result.probabilities)})
+
+
 def _boundary_body(model_id: int, model: LoadedModel, resolution: int) -> bytes:
     xs = ys = grid_axis(*BOUNDS, resolution)
     values, confidence = boundary(model, xs, ys)
@@ -60,10 +70,10 @@ def _boundary_body(model_id: int, model: LoadedModel, resolution: int) -> bytes:
     return _object(head | {"xs": xs, "ys": ys}, {"values": _rows(values), "confidence": _rows(confidence)})
 
 
-# The hot path: async end to end (no thread-pool hop) and the runtime read straight from the app. A forward
-# pass over at most MAX_PREDICT_ROWS rows of a small MLP takes microseconds, so it runs on the event loop;
-# the answer is encoded directly (as the boundary's is), which costs the loop a fraction of what the
-# response model's second validation and encoding of every float did.
+# The hot path: async end to end (no thread-pool hop for the usual few rows) and the runtime read straight from
+# the app. A forward pass over a few rows of a small MLP takes microseconds, so it runs on the event loop;
+# above INLINE_PREDICT_ROWS it runs in a worker thread. The answer is encoded directly (as the boundary's
+# is), which costs a fraction of what the response model's second validation and encoding of every float did.
 @router.post(
     "/{model_id}/predict",
     response_model=PredictOut,
@@ -76,16 +86,17 @@ async def predict_outputs(model_id: ModelId, body: PredictRequest, request: Requ
         raise field_error(
             ("body", "inputs"), f"at most {runtime.settings.max_predict_rows} rows per request (MAX_PREDICT_ROWS)"
         )
-    model = await runtime.predictor.get(model_id)
+    model = await runtime.predictor.get(model_id, await get_reader(request, runtime))
     for index, row in enumerate(body.inputs):
         if len(row) != model.input_dim:
             raise field_error(("body", "inputs", index), f"expected {model.input_dim} values, got {len(row)}")
     try:
-        result = predict(model, torch.tensor(body.inputs, dtype=torch.float32))
+        if len(body.inputs) <= INLINE_PREDICT_ROWS:
+            content = _predict_body(model_id, model, body.inputs)
+        else:
+            content = await anyio.to_thread.run_sync(_predict_body, model_id, model, body.inputs, limiter=HEAVY_THREADS)
     except NonFiniteOutputError as exc:
         raise field_error(("body", "inputs"), str(exc)) from None
-    head = {"model_id": model_id, "weights_version": model.version, "task": model.task}
-    content = _object(head, {"outputs": _dumps(result.outputs), "probabilities": _rows(result.probabilities)})
     return Response(content, media_type=JSON)
 
 
@@ -103,7 +114,7 @@ async def decision_boundary(
         raise field_error(
             ("query", "resolution"), f"must be at most {runtime.settings.max_grid_resolution} (MAX_GRID_RESOLUTION)"
         )
-    model = await runtime.predictor.get(model_id)
+    model = await runtime.predictor.get(model_id, await get_reader(request, runtime))
     try:
         # Up to MAX_GRID_RESOLUTION**2 points, computed and encoded off the event loop (above).
         content = await anyio.to_thread.run_sync(_boundary_body, model_id, model, resolution, limiter=HEAVY_THREADS)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.api.deps import DbDep, ModelId, RuntimeDep, SessionId, SettingsDep
+from app.api.deps import CallerDep, DbDep, ModelId, ReaderDep, RuntimeDep, SessionId, SettingsDep
 from app.api.limits import check_training
 from app.core.db import read_with_retry
 from app.ml.training import TrainingParams
@@ -26,25 +26,36 @@ router = APIRouter(tags=["training"])
 @router.post(
     "/models/{model_id}/sessions",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**error_responses(404, 409, 429), 422: {"model": ValidationErrorOut}},
+    responses={**error_responses(401, 403, 404, 409, 429), 422: {"model": ValidationErrorOut}},
 )
-def start_training(model_id: ModelId, body: TrainingCreate, db: DbDep, runtime: RuntimeDep) -> SessionOut:
-    """Queue a training run for the workers (202). 409 for device cuda with no live CUDA worker;
-    429 when MAX_CONCURRENT_TRAININGS sessions are queued or running."""
+def start_training(
+    model_id: ModelId, body: TrainingCreate, db: DbDep, runtime: RuntimeDep, caller: CallerDep
+) -> SessionOut:
+    """Queue a training run of one of the caller's models for the workers (202). 409 for device cuda with no
+    live CUDA worker; 429 at the owner's quotas (OWNER_MAX_ACTIVE_TRAININGS, OWNER_MAX_EPOCHS_PER_HOUR) or
+    when MAX_CONCURRENT_TRAININGS sessions are queued or running; 403 for another owner's model."""
     check_training(body, runtime.settings)
+    owner_id = caller.require_owner("start a training")
     params = TrainingParams(body.epochs, body.learning_rate, body.batch_size, body.optimizer, body.seed)
-    row = service.start_session(db, model_id, params, body.device, runtime.settings, body.checkpoint_interval_seconds)
+    row = service.start_session(
+        db, model_id, owner_id, params, body.device, runtime.settings, body.checkpoint_interval_seconds
+    )
     return SessionOut.model_validate(row, from_attributes=True)
 
 
 @router.get("/models/{model_id}/sessions", responses=error_responses(404))
 def list_sessions(
-    model_id: ModelId, db: DbDep, settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    model_id: ModelId,
+    db: DbDep,
+    settings: SettingsDep,
+    reader: ReaderDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SessionList:
     """Sessions of a model, newest first."""
 
     def read(session: Session) -> Sequence[TrainingSession]:
-        if session.get(NetworkModel, model_id) is None:
+        owner_id = session.scalar(select(NetworkModel.owner_id).where(NetworkModel.id == model_id))
+        if owner_id is None or not reader.may_read(owner_id):
             raise NotFoundError(f"model {model_id} not found")
         return session.scalars(
             select(TrainingSession)
@@ -59,27 +70,31 @@ def list_sessions(
 
 # Polled while a session runs: async reads on the event loop (see app.services.reads).
 @router.get("/sessions/{session_id}", responses=error_responses(404))
-async def get_session(session_id: SessionId, runtime: RuntimeDep) -> SessionOut:
-    return SessionOut.model_validate(await runtime.reads.session(session_id))
+async def get_session(session_id: SessionId, runtime: RuntimeDep, reader: ReaderDep) -> SessionOut:
+    return SessionOut.model_validate(await runtime.reads.session(session_id, reader))
 
 
 @router.get("/sessions/{session_id}/metrics", responses=error_responses(404))
 async def get_metrics(
     session_id: SessionId,
     runtime: RuntimeDep,
+    reader: ReaderDep,
     after_epoch: Annotated[int, Query(ge=0, le=2**31 - 1, description="Only epochs after this one.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
 ) -> MetricsOut:
     """Per-epoch metrics in epoch order; poll with after_epoch set to the last epoch seen."""
-    session = await runtime.reads.session(session_id)
+    session = await runtime.reads.session(session_id, reader)
     items = await runtime.reads.metrics(session_id, after_epoch, limit)
     return MetricsOut.model_validate({"session_id": session_id, "status": session["status"], "items": items})
 
 
-@router.post("/sessions/{session_id}/stop", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(404, 409))
-def stop_session(session_id: SessionId, db: DbDep) -> SessionOut:
-    """Stop a session: a queued one at once, a running one within a batch or two on its worker."""
-    row = service.request_stop(db, session_id)
+@router.post(
+    "/sessions/{session_id}/stop", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(401, 403, 404, 409)
+)
+def stop_session(session_id: SessionId, db: DbDep, caller: CallerDep) -> SessionOut:
+    """Stop a session: a queued one at once, a running one within a batch or two on its worker. Its owner or
+    the operator only (401 without a token, 403 for another's)."""
+    row = service.request_stop(db, session_id, caller)
     return SessionOut.model_validate(row, from_attributes=True)
 
 

@@ -80,6 +80,24 @@ class Settings(BaseSettings):
     checkpoint_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # Worker deaths and internal errors a session survives (resuming from its checkpoint) before it is interrupted.
     job_max_failures: int = Field(3, ge=0, le=1000)
+    # Owners and quotas (app/README.md, Owners). Each owner (a token from POST /api/owners) may keep this
+    # many models, have this many trainings queued or running, and start this many epochs in any hour.
+    owner_max_models: int = Field(20, ge=1, le=100_000)
+    owner_max_active_trainings: int = Field(2, ge=1, le=10_000)
+    owner_max_epochs_per_hour: int = Field(20_000, ge=1, le=100_000_000)
+    # true: reads (lists, models, sessions, metrics, predictions) show each owner only their own rows.
+    owner_only_reads: bool = False
+    # May delete any model and stop any session (and read everything); from the secrets store. Unset: none.
+    operator_token: SecretStr | None = None
+    # A process records a model's use (a prediction) in the database at most this often.
+    model_touch_seconds: float = Field(3600.0, gt=0, le=86_400)
+    # Retention, run by the workers (app.worker.retention) on RETENTION_CRON: finished sessions (with their
+    # metrics and checkpoints) older than RETENTION_SESSION_DAYS, unless their weights are a model's
+    # current ones; models unused for RETENTION_MODEL_DAYS with no queued or running training; owners
+    # with nothing left, created more than RETENTION_MODEL_DAYS ago. 0 keeps them forever.
+    retention_session_days: int = Field(30, ge=0, le=36_500)
+    retention_model_days: int = Field(90, ge=0, le=36_500)
+    retention_cron: str = Field("17 3 * * *", max_length=100)
     ready_check_interval: float = Field(2.0, gt=0, le=3600)
     release_id: str = "dev"
     git_sha: str = "unknown"
@@ -100,6 +118,26 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("operator_token", mode="before")
+    @classmethod
+    def _operator_token(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str) or len(value.strip()) < 32:
+            raise ValueError("must be at least 32 characters (a generated secret), or empty for no operator")
+        return value.strip()
+
+    @field_validator("retention_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter  # procrastinate's own dependency, which reads it
+
+        if not croniter.is_valid(value):
+            raise ValueError("is not a cron expression (minute hour day month weekday, e.g. '17 3 * * *')")
         return value
 
     @field_validator("log_level", mode="before")

@@ -48,6 +48,7 @@ class StrictModel(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+    quota: str | None = Field(None, description="The owner quota that refused the request (403 and 429 only).")
 
 
 class ValidationErrorItem(BaseModel):

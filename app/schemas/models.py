@@ -39,6 +39,7 @@ class ModelCreate(StrictModel):
 
 class ModelOut(BaseModel):
     id: int
+    owner_id: int = Field(description="Its owner (GET /api/owners/me gives yours); 1 is `legacy`: older rows.")
     name: str
     dataset: str
     dataset_params: DatasetParams
@@ -50,6 +51,7 @@ class ModelOut(BaseModel):
     trained: bool
     weights_version: int | None = Field(description="Id of the session that produced the current weights.")
     created_at: datetime
+    last_used_at: datetime = Field(description="Creation, training start or prediction (within MODEL_TOUCH_SECONDS).")
 
 
 class ModelList(BaseModel):

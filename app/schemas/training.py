@@ -32,6 +32,7 @@ class TrainingCreate(StrictModel):
 class SessionOut(BaseModel):
     id: int
     model_id: int
+    owner_id: int = Field(description="Who started it: the model's owner.")
     status: SessionStatus
     epochs: int
     learning_rate: float
@@ -44,8 +45,8 @@ class SessionOut(BaseModel):
     accuracy: float | None
     stop_requested: bool
     error: str | None
-    owner_host: str | None
-    owner_pid: int | None
+    owner_host: str | None = Field(description="The worker host running it (or that ran it last).")
+    owner_pid: int | None = Field(description="That worker's process id.")
     checkpoint_interval_seconds: float | None
     attempts: int = Field(description="Runs started by workers (1 + resumptions).")
     resumed_from_epoch: int | None = Field(description="Checkpoint epoch the latest run resumed from.")

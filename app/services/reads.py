@@ -18,12 +18,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from app.core.db import retry_delays
 from app.schemas.training import SessionOut
 from app.services.errors import NotFoundError
+from app.services.owners import Reader
 
 logger = logging.getLogger(__name__)
 
 _MODEL_SQL = """
-    SELECT m.id, m.name, m.dataset, m.dataset_params, m.layers, m.task, m.input_dim, m.output_dim, m.created_at,
-           w.session_id AS weights_version
+    SELECT m.id, m.owner_id, m.name, m.dataset, m.dataset_params, m.layers, m.task, m.input_dim, m.output_dim,
+           m.created_at, m.last_used_at, w.session_id AS weights_version
     FROM models m LEFT JOIN model_weights w ON w.model_id = m.id
     WHERE m.id = %s
 """
@@ -40,17 +41,23 @@ class Reads:
         self._pool = pool
         self._retry_seconds = retry_seconds
 
-    async def model(self, model_id: int) -> dict[str, Any]:
+    async def model(self, model_id: int, reader: Reader) -> dict[str, Any]:
+        """The model, or 404 (also for one the reader may not see: its existence is not told)."""
         row = await self.one(_MODEL_SQL, (model_id,))
-        if row is None:
+        if row is None or not reader.may_read(row["owner_id"]):
             raise NotFoundError(f"model {model_id} not found")
         return row
 
-    async def session(self, session_id: int) -> dict[str, Any]:
+    async def session(self, session_id: int, reader: Reader) -> dict[str, Any]:
         row = await self.one(_SESSION_SQL, (session_id,))
-        if row is None:
+        if row is None or not reader.may_read(row["owner_id"]):
             raise NotFoundError(f"training session {session_id} not found")
         return row
+
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A write that may be lost without harm (a model's last use): no retry."""
+        async with self._pool.connection() as conn:
+            await conn.execute(sql, params, prepare=True)
 
     async def metrics(self, session_id: int, after_epoch: int, limit: int) -> list[dict[str, Any]]:
         return await self.rows(_METRICS_SQL, (session_id, after_epoch, limit))

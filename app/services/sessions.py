@@ -12,7 +12,8 @@ from app.core.config import Settings
 from app.ml.training import TrainingParams
 from app.models import ACTIVE_STATUSES, NetworkModel, SessionStatus, TrainingSession
 from app.services import queue
-from app.services.errors import BusyError, ConflictError, NotFoundError
+from app.services.errors import BusyError, ConflictError, ForbiddenError, NotFoundError
+from app.services.owners import Caller, check_training_quota, lock_owner
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +41,31 @@ def resolve_device(db: Session, requested: str, settings: Settings) -> str:
 def start_session(
     db: Session,
     model_id: int,
+    owner_id: int,
     params: TrainingParams,
     requested_device: str,
     settings: Settings,
     checkpoint_interval_seconds: float | None = None,
 ) -> TrainingSession:
-    """Create a queued session and its job in one transaction. 429 when the deployment is at capacity."""
-    if db.get(NetworkModel, model_id) is None:
+    """Create a queued session and its job in one transaction: the model's owner only, within the owner's
+    quotas (403/429) and the deployment's capacity (429)."""
+    model = db.get(NetworkModel, model_id)
+    if model is None:
         raise NotFoundError(f"model {model_id} not found")
+    if model.owner_id != owner_id:
+        raise ForbiddenError(f"model {model_id} belongs to another owner; only its owner may train it")
+    lock_owner(db, owner_id)
+    check_training_quota(db, owner_id, params.epochs, settings)
     device = resolve_device(db, requested_device, settings)
     active = db.scalar(select(func.count()).where(TrainingSession.status.in_(ACTIVE_STATUSES)))
     if active is not None and active >= settings.max_concurrent_trainings:
         raise BusyError(
             f"too many trainings queued or running (limit {settings.max_concurrent_trainings}); retry when one finishes"
         )
+    model.last_used_at = func.now()  # type: ignore[assignment] # a SQL expression, evaluated by the UPDATE
     row = TrainingSession(
         model_id=model_id,
+        owner_id=owner_id,
         status=SessionStatus.QUEUED.value,
         epochs=params.epochs,
         learning_rate=params.learning_rate,
@@ -82,13 +92,18 @@ def start_session(
     return row
 
 
-def request_stop(db: Session, session_id: int) -> TrainingSession:
+def request_stop(db: Session, session_id: int, caller: Caller) -> TrainingSession:
     """Stop a session from any process: a queued one ends here, a running one's worker is told to abort.
 
     The session update and the job cancellation commit together. A running job gets procrastinate's
     abort request (its worker hears it by LISTEN/NOTIFY and the training checks it between batches);
     the worker also reads `stop_requested` back with every metrics flush, as a fallback.
     """
+    caller.require_someone(f"stop training session {session_id}")
+    owner_id = db.scalar(select(TrainingSession.owner_id).where(TrainingSession.id == session_id))
+    if owner_id is None:
+        raise NotFoundError(f"training session {session_id} not found")
+    caller.require_change(owner_id, f"training session {session_id}", "stop")
     queued = TrainingSession.status == SessionStatus.QUEUED
     stopped = db.execute(
         update(TrainingSession)

@@ -46,10 +46,45 @@ async function fetchWithRetry(url, init) {
   }
 }
 
-async function api(path, options = {}) {
+// Models and sessions belong to whoever created them: this browser holds an owner token in an HttpOnly
+// cookie (the page never sees it; it only remembers that it has one). The first change gets a token
+// first. A change answered 401 anyway (a cookie that retention removed) did nothing, so the page gets a
+// new token once and sends the same request again.
+const OWNER_FLAG = "nnp-has-owner-cookie";
+let ownerThisPage = false;
+
+function remembered() {
+  try {
+    return window.localStorage.getItem(OWNER_FLAG) === "1";
+  } catch {
+    return false; // storage disabled: a token per page load
+  }
+}
+
+async function becomeOwner() {
+  const response = await fetch("/api/owners", { method: "POST" });
+  if (!response.ok) {
+    const body = await response.json().catch(() => null);
+    throw new ApiError(response.status, (body && body.detail) || response.statusText);
+  }
+  try {
+    window.localStorage.setItem(OWNER_FLAG, "1");
+  } catch {
+    // storage disabled: the cookie still works for this page's life
+  }
+  ownerThisPage = true;
+}
+
+async function api(path, options = {}, renewed = false) {
+  const changes = (options.method || "GET").toUpperCase() !== "GET";
+  if (changes && !ownerThisPage && !remembered()) await becomeOwner();
   const init = { ...options, headers: { "Content-Type": "application/json", ...(options.headers || {}) } };
   if (init.body !== undefined && typeof init.body !== "string") init.body = JSON.stringify(init.body);
   const response = await fetchWithRetry(path.startsWith("/api") ? path : `/api${path}`, init);
+  if (response.status === 401 && !renewed) {
+    await becomeOwner();
+    return api(path, options, true);
+  }
   const body = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
     const message = (body && (body.message || body.detail)) || response.statusText;

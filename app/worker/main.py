@@ -6,6 +6,8 @@
 * heartbeats every WORKER_HEARTBEAT_SECONDS (procrastinate_workers) and describes itself in
   `training_workers` (host, pid, release, device) for `GET /api/workers` and for `device: auto`;
 * sweeps stalled jobs of dead workers back into the queue (app.worker.recovery);
+* also takes the `maintenance` queue: the daily retention (app.worker.retention, RETENTION_CRON), which
+  procrastinate's periodic deferrer in every worker queues once per tick for the whole fleet;
 * SIGTERM / SIGINT: takes no new job, lets each running training finish its epoch, checkpoint and go
   back to the queue, then exits 0. A second signal does not hurry it (systemd's stop timeout does).
 """
@@ -33,7 +35,7 @@ from app.ml.device import configure_threads, resolve_device
 from app.models import TrainingWorker
 from app.services import queue
 from app.services.ownership import Owner
-from app.worker import recovery
+from app.worker import recovery, retention
 from app.worker.training_job import Aborted, Requeue, Superseded, TrainingRun, WorkerContext, record_failure
 
 logger = logging.getLogger("app.worker")
@@ -58,7 +60,23 @@ def build_app(settings: Settings) -> procrastinate.App:
     )
     app = procrastinate.App(connector=connector)
     app.task(name=queue.TASK_NAME, pass_context=True, retry=RequeueStrategy())(train_session)
+    # Every worker defers it; procrastinate_periodic_defers keeps it to one job per tick for the fleet.
+    maintenance = app.task(name=retention.TASK_NAME, queue=retention.QUEUE, pass_context=True)(retention_task)
+    app.periodic(cron=settings.retention_cron, periodic_id=retention.TASK_NAME)(maintenance)
     return app
+
+
+async def retention_task(context: JobContext, timestamp: int) -> None:
+    """The daily retention (app.worker.retention), then procrastinate's own clean-up of finished jobs."""
+    ctx: WorkerContext = context.additional_context[CONTEXT_KEY]
+    await asyncio.to_thread(retention.run_retention, ctx.engine, ctx.settings)
+    if ctx.settings.retention_session_days > 0:
+        await context.app.job_manager.delete_old_jobs(
+            nb_hours=24 * ctx.settings.retention_session_days,
+            include_failed=True,
+            include_cancelled=True,
+            include_aborted=True,
+        )
 
 
 def train_session(context: JobContext, session_id: int) -> str:
@@ -113,6 +131,11 @@ async def _sweep(app: procrastinate.App, ctx: WorkerContext, settings: Settings)
             stalled = await app.job_manager.get_stalled_jobs(
                 seconds_since_heartbeat=settings.worker_stalled_seconds, task_name=queue.TASK_NAME
             )
+            # A retention run whose worker died is simply queued again (it is safe to repeat).
+            for job in await app.job_manager.get_stalled_jobs(
+                seconds_since_heartbeat=settings.worker_stalled_seconds, task_name=retention.TASK_NAME
+            ):
+                await app.job_manager.retry_job(job)
             for job in stalled:
                 assert job.id is not None
                 await asyncio.to_thread(
@@ -138,7 +161,7 @@ async def run_worker(settings: Settings) -> None:
     async with app.open_async():
         worker = Worker(
             app,
-            queues=[queue.queue_name(device.type)],
+            queues=[queue.queue_name(device.type), retention.QUEUE],
             name=f"training-{device.type}",
             concurrency=settings.worker_concurrency,
             fetch_job_polling_interval=settings.worker_poll_seconds,

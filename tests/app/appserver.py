@@ -62,8 +62,18 @@ class AppServer:
             time.sleep(0.05)
         raise TimeoutError(f"app not ready after {timeout} s:\n{self.log_text()[-4000:]}")
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)
+    def client(self, *, owner: bool = True, **kwargs: Any) -> httpx.Client:
+        """A client of this server; with owner (the default) it holds a new owner token, as a Bearer header."""
+        client = httpx.Client(base_url=self.base_url, timeout=30, **kwargs)
+        if owner:  # asked for by another client: httpx refuses `with` on a client that has sent a request
+            client.headers.update(self.owner_header(verify=kwargs.get("verify", True)))
+        return client
+
+    def owner_header(self, verify: Any = True) -> dict[str, str]:
+        """`Authorization: Bearer` with a new owner token from this server."""
+        answer = httpx.post(f"{self.base_url}/api/owners", timeout=30, verify=verify)
+        answer.raise_for_status()
+        return {"Authorization": f"Bearer {answer.json()['token']}"}
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to clean up (a crash)."""

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from alembic.config import Config
+from helpers import become_owner
 from pgcluster import PgCluster
 from starlette.exceptions import StarletteDeprecationWarning
 from workerproc import WorkerProcess
@@ -37,6 +38,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 TEMPLATE_DB = "nnp_template"
+OPERATOR_TOKEN = "operator-" + "0123456789abcdef" * 3
 _db_counter = itertools.count(1)
 
 # Small limits keep fuzzed or careless trainings cheap on a 2-core machine.
@@ -57,6 +59,11 @@ TEST_LIMITS = {
     # As the test workers run (workerproc.FAST_WORKER_ENV): liveness judged within seconds.
     "worker_heartbeat_seconds": 0.5,
     "worker_stalled_seconds": 2,
+    # Owner quotas out of the way of the tests of everything else (tests/app/test_app_owners.py sets its own).
+    "owner_max_models": 10_000,
+    "owner_max_active_trainings": 1000,
+    "owner_max_epochs_per_hour": 10_000_000,
+    "operator_token": OPERATOR_TOKEN,
 }
 
 
@@ -101,6 +108,7 @@ def settings(database_url: str) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings)
     with TestClient(app) as test_client:
+        become_owner(test_client)  # its cookie, as a browser keeps it
         yield test_client
     # Every module's app must finish without ever reaching the catch-all handler.
     assert unhandled_errors(app) == 0

@@ -13,8 +13,23 @@ LONG_TRAINING = {"epochs": 1000, "learning_rate": 0.001, "batch_size": 1, "optim
 
 
 class HttpClient(Protocol):
+    headers: Any
+    cookies: Any
+
     def get(self, url: str, **kwargs: Any) -> Any: ...
     def post(self, url: str, **kwargs: Any) -> Any: ...
+
+
+def become_owner(client: HttpClient, *, bearer: bool = False) -> dict[str, Any]:
+    """A new owner token for this client: kept as the cookie the answer sets (a browser), or with bearer=True
+    sent as `Authorization: Bearer` from now on (an API client)."""
+    response = client.post("/api/owners")
+    assert response.status_code == 201, response.text
+    owner = dict(response.json())
+    if bearer:
+        client.cookies.clear()
+        client.headers["Authorization"] = f"Bearer {owner['token']}"
+    return owner
 
 
 def create_model(client: HttpClient, name: str, dataset: str = "xor", **extra: Any) -> dict[str, Any]:

@@ -80,17 +80,19 @@ def test_train_restart_and_share_between_processes(
         assert c.get("/version").json()["release_id"] == "e2e"
 
         # A web process that stops (SIGTERM) exits cleanly and leaves the trainings alone: they run
-        # in the worker, and any other web process can stop them.
+        # in the worker, and any other web process can stop them (for their owner).
         long_model = create_model(c, "e2e-long", dataset_params=LONG_DATA)
         long_session = start_session(c, long_model["id"], **LONG_TRAINING)
         wait_for_session(c, long_session["id"], {"running"})
+        owner = c.headers["Authorization"]
     # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit status reports the signal.
     assert restarted.terminate() in (0, -signal.SIGTERM)
     assert any(r["msg"] == "stopped" and r["logger"] == "app.runtime" for r in restarted.log_records())
     with second.client() as b:
         running = b.get(f"/api/sessions/{long_session['id']}").json()
         assert (running["status"], running["owner_pid"]) == ("running", worker.pid)
-        assert b.post(f"/api/sessions/{long_session['id']}/stop").status_code == 202
+        assert b.post(f"/api/sessions/{long_session['id']}/stop").status_code == 403  # b is another owner
+        assert b.post(f"/api/sessions/{long_session['id']}/stop", headers={"Authorization": owner}).status_code == 202
         assert wait_for_session(b, long_session["id"], timeout=30)["status"] == "stopped"
     assert_json_logs(restarted)
 

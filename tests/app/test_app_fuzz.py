@@ -66,7 +66,9 @@ CASES = _cases()
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(database_url: str, worker: WorkerProcess) -> Iterator[tuple[schemathesis.BaseSchema, FastAPI]]:
+def fuzz_target(
+    database_url: str, worker: WorkerProcess
+) -> Iterator[tuple[schemathesis.BaseSchema, FastAPI, dict[str, str]]]:
     app = create_app(
         make_settings(database_url, max_epochs=3, max_samples=100, max_width=16, max_layers=3, max_batch_size=64)
     )
@@ -74,15 +76,20 @@ def fuzz_target(database_url: str, worker: WorkerProcess) -> Iterator[tuple[sche
     try:
         # schemathesis' own ASGI client: it shares the event loop (and so the pools) of that lifespan.
         with get_client(app) as client:
-            _seed(client)
-        yield schema, app
+            owner = _seed(client)
+        yield schema, app, owner
     finally:
         shutdown_lifespans()
     assert unhandled_errors(app) == 0, "a fuzzed request reached the catch-all 500 handler"
 
 
-def _seed(client: requests.Session) -> None:
-    """Model 1 trained and model 2 untrained, so the fuzzer's small ids reach the prediction paths."""
+def _seed(client: requests.Session) -> dict[str, str]:
+    """Model 1 trained and model 2 untrained, so the fuzzer's small ids reach the prediction paths; both
+    belong to the owner whose Authorization header is returned, which the fuzzer then sends: its changes
+    reach the code behind the owner checks (and schemathesis' ignored_auth check sends them without it)."""
+    token = client.post("/api/owners").json()["token"]
+    client.cookies.clear()
+    client.headers["Authorization"] = f"Bearer {token}"
     trained = client.post("/api/models", json={"name": "seed", "dataset": "xor", "dataset_params": {"n_samples": 50}})
     client.post("/api/models", json={"name": "seed-untrained", "dataset": "sine"})
     session = client.post(f"/api/models/{trained.json()['id']}/sessions", json={"epochs": 2}).json()
@@ -90,6 +97,7 @@ def _seed(client: requests.Session) -> None:
     while client.get(f"/api/sessions/{session['id']}").json()["status"] != "completed":
         assert time.monotonic() < deadline, "seed training did not finish"
         time.sleep(0.05)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_the_spec_covers_the_api() -> None:
@@ -100,13 +108,13 @@ def test_the_spec_covers_the_api() -> None:
 
 @pytest.mark.parametrize(("method", "path", "mode", "path_parameters"), CASES)
 def test_every_answer_keeps_the_contract(
-    fuzz_target: tuple[schemathesis.BaseSchema, FastAPI],
+    fuzz_target: tuple[schemathesis.BaseSchema, FastAPI, dict[str, str]],
     method: str,
     path: str,
     mode: GenerationMode,
     path_parameters: dict[str, int] | None,
 ) -> None:
-    schema, _ = fuzz_target
+    schema, _, owner = fuzz_target
     operation = schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
@@ -118,7 +126,7 @@ def test_every_answer_keeps_the_contract(
         suppress_health_check=list(HealthCheck),
     )
     def check(case: Any) -> None:
-        response = case.call()
-        case.validate_response(response)
+        response = case.call(headers=owner)
+        case.validate_response(response, headers=owner)
 
     check()

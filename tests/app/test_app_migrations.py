@@ -82,7 +82,7 @@ def test_upgrade_downgrade_upgrade(empty_db: str) -> None:
     cfg = alembic_config(empty_db)
     head = ScriptDirectory.from_config(cfg).get_current_head()
     expected = {"alembic_version", "models", "training_sessions", "epoch_metrics", "model_weights"}
-    expected |= {"training_checkpoints", "training_workers", *PROCRASTINATE_TABLES}
+    expected |= {"training_checkpoints", "training_workers", "owners", *PROCRASTINATE_TABLES}
 
     command.upgrade(cfg, "head")
     assert tables(empty_db) == expected
@@ -99,6 +99,37 @@ def test_upgrade_downgrade_upgrade(empty_db: str) -> None:
     command.upgrade(cfg, "head")
     assert tables(empty_db) == expected
     assert revision(empty_db) == head
+
+
+def test_rows_older_than_owners_get_the_legacy_owner(empty_db: str) -> None:
+    """Revision 0003 gives existing models and sessions the documented owner `legacy` (id 1, no token, so
+    nobody but the operator can change them), and each model a last use from its newest session."""
+    cfg = alembic_config(empty_db)
+    command.upgrade(cfg, "head")
+    command.downgrade(cfg, "base")
+    command.upgrade(cfg, "0002")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        model_id = conn.execute(
+            "INSERT INTO models (name, dataset, dataset_params, layers, task, input_dim, output_dim, created_at)"
+            " VALUES ('old', 'xor', '{}', '[]', 'classification', 2, 2, now() - interval '10 days') RETURNING id"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO training_sessions (model_id, status, epochs, learning_rate, batch_size, optimizer, seed,"
+            " device, created_at) VALUES (%s, 'completed', 1, 0.1, 1, 'sgd', 0, 'cpu', now() - interval '3 days')",
+            (model_id,),
+        )
+    command.upgrade(cfg, "head")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert conn.execute("SELECT id, label, token_hash FROM owners").fetchall() == [(1, "legacy", None)]
+        assert conn.execute("SELECT owner_id FROM models").fetchall() == [(1,)]
+        assert conn.execute("SELECT owner_id FROM training_sessions").fetchall() == [(1,)]
+        age = conn.execute("SELECT now() - last_used_at FROM models").fetchone()[0]
+        assert 2.9 < age.total_seconds() / 86_400 < 3.1  # the session's start, not the model's creation
+        # New owners count on from there.
+        assert conn.execute("INSERT INTO owners (token_hash) VALUES (%s) RETURNING id", (b"x" * 32,)).fetchone() == (2,)
+    command.downgrade(cfg, "0002")  # and back: the rows stay, without owners
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM models").fetchone() == (1,)
 
 
 def test_alembic_check_finds_no_drift(empty_db: str) -> None:

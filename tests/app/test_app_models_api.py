@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import become_owner
 
 from app.core.config import Settings
 from app.factory import create_app
@@ -224,6 +225,7 @@ def test_a_value_left_out_gets_its_default_lowered_to_a_lower_limit(settings: Se
     and the document says so."""
     low = settings.model_copy(update={"max_samples": 100})
     with TestClient(create_app(low)) as client:
+        become_owner(client)
         spec = client.get("/api/openapi.json").json()
         assert spec["components"]["schemas"]["DatasetParams"]["properties"]["n_samples"]["default"] == 100
         sample = client.get("/api/datasets/xor/sample")

@@ -142,12 +142,17 @@ def test_retraining_is_picked_up_by_the_cache(client: TestClient, trained: dict[
 def test_heavy_answers_leave_the_event_loop_free(database_url: str, trained: dict[str, Any]) -> None:
     """The event loop also answers the health checks, so no heavy answer may hold it: with the grid limit
     raised to 400 (MAX_GRID_RESOLUTION may go to 1000), a decision boundary is computed and encoded off the
-    loop, and a prediction of MAX_PREDICT_ROWS rows stays a short step on it. Measured as the CPU time of the
-    loop's own thread between two ticks of a coroutine on it, so a busy machine does not change the figure;
-    encoding a 400 x 400 grid on the loop, as before, took about 35 ms of it in one step."""
-    limits_ms = {"boundary": 8.0, "predict": 10.0}
-    steps: dict[str, list[float]] = {"boundary": [], "predict": []}
-    phase = "boundary"
+    loop, and so is a prediction of MAX_PREDICT_ROWS rows (only its body's parsing stays on the loop).
+
+    Measured as the CPU time of the loop's own thread between two ticks of a coroutine on it: each request's
+    longest step. A busy machine inflates that figure (CPU time runs slower on shared cores and caches, and
+    the loop's own work, a readiness check, may fall into the same step): a 1000-row prediction computed on
+    the loop took 5-6 ms of it here alone and 13 ms inside make test. So each request runs three times and
+    its figure is the smallest of the three: noise only ever adds, while work a request itself puts on the
+    loop shows every time (encoding a 400 x 400 grid on the loop, as before, took about 35 ms of it)."""
+    limits_ms = {"boundary": 8.0, "predict": 8.0}
+    steps: dict[tuple[str, int, int], list[float]] = {}
+    current: list[float] = []
     running = True
 
     async def ticker() -> None:
@@ -155,7 +160,7 @@ def test_heavy_answers_leave_the_event_loop_free(database_url: str, trained: dic
         while running:
             await anyio.sleep(0.001)
             now = time.thread_time()
-            steps[phase].append((now - last) * 1000)
+            current.append((now - last) * 1000)
             last = now
 
     resolution, rows = 400, 1000
@@ -164,32 +169,41 @@ def test_heavy_answers_leave_the_event_loop_free(database_url: str, trained: dic
     inputs = [[round(i / rows - 0.5, 4), round(0.5 - i / rows, 4)] for i in range(rows)]
     with TestClient(app) as client:
         # The first request builds the middleware stack, and the first of each model loads it (off the loop,
-        # predictor.py): done before the figure is taken.
+        # predictor.py); the first large prediction of each model cost the loop about 3 ms more than the next
+        # ones (1.5-2.4 ms): done before the figure is taken, which is about every later request.
         for model_id in (xor, blobs, plane):
             assert client.get(f"/api/models/{model_id}/boundary?resolution=2").status_code == 200
+            assert client.post(f"/api/models/{model_id}/predict", json={"inputs": inputs}).status_code == 200
         assert client.portal is not None
         task = client.portal.start_task_soon(ticker)
         try:
-            for model_id in (xor, plane):
-                grid = client.get(f"/api/models/{model_id}/boundary?resolution={resolution}")
-                assert grid.status_code == 200, grid.text
-                assert grid.headers["content-type"] == "application/json"
-                body = grid.json()
-                assert len(body["values"]) == resolution
-                assert {len(row) for row in body["values"]} == {resolution}
-                assert len(body["xs"]) == resolution
-                assert body["resolution"] == resolution
-                assert (body["confidence"] is None) == (model_id == plane)
-            phase = "predict"
-            for model_id in (xor, blobs, plane):
-                answer = client.post(f"/api/models/{model_id}/predict", json={"inputs": inputs})
-                assert answer.status_code == 200, answer.text
-                assert len(answer.json()["outputs"]) == rows
+            for rep in range(3):
+                for model_id in (xor, plane):
+                    current = steps.setdefault(("boundary", model_id, rep), [])
+                    grid = client.get(f"/api/models/{model_id}/boundary?resolution={resolution}")
+                    assert grid.status_code == 200, grid.text
+                    assert grid.headers["content-type"] == "application/json"
+                    body = grid.json()
+                    assert len(body["values"]) == resolution
+                    assert {len(row) for row in body["values"]} == {resolution}
+                    assert len(body["xs"]) == resolution
+                    assert body["resolution"] == resolution
+                    assert (body["confidence"] is None) == (model_id == plane)
+                for model_id in (xor, blobs, plane):
+                    current = steps.setdefault(("predict", model_id, rep), [])
+                    answer = client.post(f"/api/models/{model_id}/predict", json={"inputs": inputs})
+                    assert answer.status_code == 200, answer.text
+                    assert len(answer.json()["outputs"]) == rows
         finally:
             running = False
             task.result(timeout=10)
-    worst = {name: max(values) for name, values in steps.items()}
-    print("longest loop step, ms of CPU: " + ", ".join(f"{name} {ms:.1f}" for name, ms in worst.items()))
+    longest: dict[tuple[str, int], float] = {}
+    for (phase, model_id, _), values in steps.items():
+        assert values, f"no tick of the loop during {phase} of model {model_id}"
+        key = (phase, model_id)
+        longest[key] = min(longest.get(key, float("inf")), max(values))
+    worst = {name: max(ms for (phase, _), ms in longest.items() if phase == name) for name in limits_ms}
+    print("longest loop step, ms of CPU (smallest of 3): " + ", ".join(f"{n} {ms:.1f}" for n, ms in worst.items()))
     for name, limit in limits_ms.items():
         assert worst[name] < limit, f"{name}: the event loop ran {worst[name]:.1f} ms of CPU in one step"
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import make_settings, unhandled_errors
 from fastapi.testclient import TestClient
-from helpers import LONG_DATA, LONG_TRAINING, create_model, start_session, wait_for_session
+from helpers import LONG_DATA, LONG_TRAINING, become_owner, create_model, start_session, wait_for_session
 from workerproc import FAST_WORKER_ENV, REPO_ROOT, WorkerProcess
 
 from app.factory import create_app
@@ -132,6 +132,7 @@ def test_session_and_job_are_created_in_one_transaction(database_url: str) -> No
     try:
         app = create_app(make_settings(database_url))
         with TestClient(app, raise_server_exceptions=False) as local:
+            owner = become_owner(local, bearer=True)
             model = create_model(local, "atomic")
             response = local.post(f"/api/models/{model['id']}/sessions", json={"epochs": 1})
             assert response.status_code == 500
@@ -141,6 +142,7 @@ def test_session_and_job_are_created_in_one_transaction(database_url: str) -> No
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("DROP TRIGGER refuse_jobs ON procrastinate_jobs; DROP FUNCTION refuse_jobs()")
     with TestClient(create_app(make_settings(database_url))) as local:
+        local.headers["Authorization"] = f"Bearer {owner['token']}"
         session = start_session(local, model["id"], epochs=1)
     assert job_of(database_url, session["id"])[0] == "todo"
     assert query(database_url, "SELECT count(*) FROM procrastinate_jobs") == [(1,)]
@@ -317,6 +319,7 @@ def test_internal_errors_are_retried_then_interrupt_the_session(
 def reference_weights(database_url: str) -> dict[str, torch.Tensor]:
     """The same training, never interrupted."""
     with WorkerProcess(database_url), TestClient(create_app(make_settings(database_url))) as local:
+        become_owner(local)
         model = create_model(local, "reference", **RESUME_MODEL)
         session = start_session(local, model["id"], **RESUME_TRAINING)
         done = wait_for_session(local, session["id"], timeout=120)

@@ -17,11 +17,12 @@ from pgcluster import PgCluster
 from tcpproxy import TcpProxy
 
 from alembic import command
-from app.core.config import Settings
+from app.core.config import REPO_ROOT, Settings
+from app.core.migrations import script_revisions
 from app.factory import create_app
 from app.services import readiness
 
-HEAD = "0002"
+HEAD, _ = script_revisions(REPO_ROOT / "alembic")  # the newest migration of this checkout
 READY = {"status": "ready", "schema_revision": HEAD, "expected_revision": HEAD, "schema_newer": False}
 # Checks this often in most tests here, so that they see a change within a fraction of a second.
 FAST = 0.1

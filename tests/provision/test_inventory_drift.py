@@ -40,6 +40,7 @@ DIFFERENT = {
         "aws_database_apply_immediately",
         "aws_database_final_snapshot",
         "aws_database_secrets_recovery_window_days",
+        "aws_app_secrets_recovery_window_days",
         "aws_front_door_dns_zone",  # each environment's hosted zone (the certificate source)
         "aws_front_door_domain_names",  # the names each environment serves
         "aws_alarms_email",  # on-call in production only

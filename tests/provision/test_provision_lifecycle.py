@@ -190,6 +190,10 @@ def secret_value(aws: MotoServer, name: str) -> dict[str, Any]:
     return json.loads(aws.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"])
 
 
+def operator_token(aws: MotoServer, env: str) -> str:
+    return str(aws.client("secretsmanager").get_secret_value(SecretId=f"{PROJECT}/{env}/app-operator")["SecretString"])
+
+
 def login_secrets(aws: MotoServer, env: str) -> dict[str, dict[str, Any]]:
     return {name: secret_value(aws, f"{PROJECT}/{env}/rds-{name}") for name in ("master", "app")}
 
@@ -657,9 +661,13 @@ def test_credentials_are_kept_in_secrets_manager_and_never_printed(aws: MotoServ
     assert len(master["password"]) == len(app["password"]) == 40
     assert master["password"] != app["password"]
     assert_secrets_hold_the_endpoint(aws, "staging")
+    # The app's operator token (aws_app_secrets): generated, letters and digits, long enough for the app.
+    token = operator_token(aws, "staging")
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", token), len(token)
     for run in aws.runs:
         assert master["password"] not in run.output
         assert app["password"] not in run.output
+        assert token not in run.output
 
 
 def test_every_playbook_call_used_aws_endpoint_url(aws: MotoServer, staging: Run) -> None:
@@ -672,6 +680,7 @@ def test_every_playbook_call_used_aws_endpoint_url(aws: MotoServer, staging: Run
 
 def test_rerun_changes_nothing(aws: MotoServer, ssh_key: Path, staging: Run) -> None:
     before = login_secrets(aws, "staging")
+    token = operator_token(aws, "staging")
     hosts = {n: h["InstanceId"] for n, h in hosts_by_name(aws, "staging").items()}
 
     rerun = aws.playbook("playbooks/provision.yml", "staging", {"aws_alarms_email": ALARM_EMAIL}, key=ssh_key)
@@ -683,6 +692,7 @@ def test_rerun_changes_nothing(aws: MotoServer, ssh_key: Path, staging: Run) -> 
     assert rerun.recap["failed"] == 0
     # Passwords, host and port are as the first run left them, and still never printed.
     assert login_secrets(aws, "staging") == before
+    assert operator_token(aws, "staging") == token  # generated once, never replaced
     assert_secrets_hold_the_endpoint(aws, "staging")
     assert all(secret["password"] not in rerun.output for secret in before.values())
     assert {n: h["InstanceId"] for n, h in hosts_by_name(aws, "staging").items()} == hosts
@@ -900,7 +910,11 @@ def test_production_teardown_keeps_a_final_snapshot(aws: MotoServer, production_
     (snapshot,) = aws.client("rds").describe_db_snapshots(DBInstanceIdentifier="nnp-production")["DBSnapshots"]
     assert snapshot["DBSnapshotIdentifier"].startswith("nnp-production-final-")
     secrets = aws.client("secretsmanager").list_secrets(IncludePlannedDeletion=True)["SecretList"]
-    assert sorted(s["Name"] for s in secrets) == ["nnp/production/rds-app", "nnp/production/rds-master"]
+    assert sorted(s["Name"] for s in secrets) == [
+        "nnp/production/app-operator",
+        "nnp/production/rds-app",
+        "nnp/production/rds-master",
+    ]
     assert all(s.get("DeletedDate") for s in secrets), "production secrets stay restorable for 30 days"
     left = {kind: ids for kind, ids in environment_resources(aws, "production").items() if ids}
     assert left == {}

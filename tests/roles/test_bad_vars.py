@@ -95,6 +95,7 @@ CASES = [
     ("pytorch", "main", {"pytorch_venv_path": "venv"}, "pytorch_venv_path (absolute path, got 'venv')"),
     ("nginx", "main", {"nginx_http_port": 70000}, "nginx_http_port (70000)"),
     ("nginx", "main", {"nginx_upstreams": []}, "nginx_upstreams must list at least one backend"),
+    ("nginx", "main", {"nginx_rate_limit_owners_per_minute": 0}, "nginx_rate_limit_owners_per_minute (0)"),
     ("nginx", "main", {"nginx_tls_enabled": True}, "nginx_tls_enabled is true, so nginx_tls_certificate"),
     (
         "certbot",
@@ -123,6 +124,10 @@ CASES = [
     ("app", "switch", {"app_web_enabled": "sometimes"}, "app_web_enabled"),
     ("app", "stage", {"app_keep_releases": 1}, "app_keep_releases must be at least 2"),
     ("app", "stage", {"app_environment": {"DATABASE_URL": "x"}}, "app_environment key DATABASE_URL"),
+    ("app", "stage", {"app_environment": {"OPERATOR_TOKEN": "x"}}, "app_environment key OPERATOR_TOKEN"),
+    ("app", "stage", {"app_retention_cron": "daily"}, "app_retention_cron five cron fields (got 'daily')"),
+    ("app", "stage", {"app_owner_max_models": 0}, "app_owner_max_models 1-100000 (got 0)"),
+    ("app", "stage", {"app_operator_token": "short"}, "app_operator_token must be empty (no operator) or a generated"),
     ("app", "stage", {"app_proxy_upstream_file": "nnp-upstream.conf"}, "an absolute path, got 'nnp-upstream.conf'"),
     (
         "app",
@@ -196,6 +201,12 @@ CASES = [
         "validate",
         {**AWS_INVENTORY, "aws_database_storage_type": "magnetic"},
         "aws_database_storage_type must be one of: gp2, gp3, io1",
+    ),
+    (
+        "aws_app_secrets",
+        "validate",
+        {**AWS_INVENTORY, "aws_app_secrets_operator_token_length": 16},
+        "aws_app_secrets_operator_token_length must be 32-128 (got 16)",
     ),
     ("aws_compute", "validate", {**AWS_INVENTORY, "ec2_instance_groups": "web"}, "aws_compute_instance_groups"),
     (

@@ -40,10 +40,22 @@ def fact(host):
     return json.loads(host.file("/etc/ansible/facts.d/nnp_app.fact").content_string)
 
 
+_OWNER: dict[str, str] = {}
+
+
+def owner_token(host):
+    """The owner token these tests act as (models and sessions belong to whoever created them)."""
+    if "token" not in _OWNER:
+        _OWNER["token"] = json.loads(host.check_output(f"curl -sf -X POST http://127.0.0.1:{PORT}/api/owners"))["token"]
+    return _OWNER["token"]
+
+
 def http(host, path, body=None):
-    """(status, parsed JSON) of a request to the app through the host's nginx, made inside the container."""
+    """(status, parsed JSON) of a request to the app through the host's nginx, made inside the container,
+    as this module's owner."""
     data = f"-H 'Content-Type: application/json' --data {shlex.quote(json.dumps(body))}" if body is not None else ""
-    out = host.check_output(f"curl -s -w '\\n%{{http_code}}' {data} http://127.0.0.1:{PORT}{path}")
+    auth = f"-H 'Authorization: Bearer {owner_token(host)}'"
+    out = host.check_output(f"curl -s -w '\\n%{{http_code}}' {auth} {data} http://127.0.0.1:{PORT}{path}")
     text, _, code = out.rpartition("\n")
     return int(code), json.loads(text) if text else None
 

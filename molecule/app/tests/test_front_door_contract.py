@@ -31,20 +31,28 @@ ARTIFACTS = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).par
 MAX_EXAMPLES = 15
 
 
-def api(method: str, path: str) -> tuple[int, Any]:
-    response = httpx.request(method, f"{BASE}{path}", timeout=30)
+def api(method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    response = httpx.request(method, f"{BASE}{path}", timeout=30, headers=headers)
     return response.status_code, response.json() if response.content else None
 
 
-def stop_every_training() -> int:
-    """Stop what the fuzzer queued or started; returns how many sessions were stopped."""
+def owner_header() -> dict[str, str]:
+    """A new owner token as a header: the fuzzer sends it, so its changes reach the code behind the owner
+    checks (and schemathesis' ignored_auth check sends them without it, expecting a 401)."""
+    status, body = api("POST", "/api/owners")
+    assert status == 201, body
+    return {"Authorization": f"Bearer {body['token']}"}
+
+
+def stop_every_training(owner: dict[str, str]) -> int:
+    """Stop what the fuzzer (OWNER) queued or started; returns how many sessions were stopped."""
     stopped = 0
     _, models = api("GET", "/api/models?limit=500")
     for model in models["items"]:
         _, sessions = api("GET", f"/api/models/{model['id']}/sessions?limit=500")
         for session in sessions["items"]:
             if session["status"] in ("queued", "running"):
-                status, body = api("POST", f"/api/sessions/{session['id']}/stop")
+                status, body = api("POST", f"/api/sessions/{session['id']}/stop", owner)
                 # 409: it ended on its own between the listing and the stop.
                 assert status in (202, 409), body
                 stopped += status == 202
@@ -54,6 +62,7 @@ def stop_every_training() -> int:
 def test_every_answer_through_nginx_keeps_the_contract(tmp_path: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     junit = ARTIFACTS / "front-door-junit.xml"
+    owner = owner_header()
     command = [
         str(ST),
         "run",
@@ -68,6 +77,7 @@ def test_every_answer_through_nginx_keeps_the_contract(tmp_path: Path) -> None:
         # "AST constructor recursion depth mismatch", a CPython bug with concurrent parsing).
         "--workers=1",
         "--request-timeout=30",
+        f"--header=Authorization: {owner['Authorization']}",
         "--no-color",
         "--report=junit",
         f"--report-junit-path={junit}",
@@ -77,8 +87,9 @@ def test_every_answer_through_nginx_keeps_the_contract(tmp_path: Path) -> None:
         # Run from a scratch folder: schemathesis keeps its replay cache (.schemathesis/) where it runs.
         result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path)
     finally:
-        stopped = stop_every_training()
-    output = result.stdout + result.stderr
+        stopped = stop_every_training(owner)
+    # The token stays out of the artifacts (a throwaway owner, but the log is kept).
+    output = (result.stdout + result.stderr).replace(owner["Authorization"], "Bearer nnp_<token>")
     (ARTIFACTS / "front-door.log").write_text(output)
     print(output[-4000:])
     print(f"{time.monotonic() - started:.0f} s; {stopped} fuzzed trainings stopped")

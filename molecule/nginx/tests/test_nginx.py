@@ -197,6 +197,20 @@ def test_training_starts_and_boundaries_have_their_own_tighter_limit(host):
     assert "at most 6 a minute" in body["detail"]
 
 
+def test_new_owner_tokens_have_the_tightest_limit(host):
+    """nginx_rate_limit_owners_* is 2 a minute with a burst of 1 here: a client minting owner tokens (to get
+    around the app's per-owner quotas) gets two in a row, then 429 naming the owners limit and when to
+    come back (60 / 2 = 30 s); its other requests, and another client's tokens, still pass."""
+    assert statuses(host, "198.51.100.30", "/api/owners", 3, method="POST") == [200, 200, 429]
+    time.sleep(1.5)  # the API limit's own budget refills
+    assert statuses(host, "198.51.100.30", "/api/models", 1) == [200]
+    assert statuses(host, "198.51.100.31", "/api/owners", 1, method="POST") == [200]
+    status, headers, body = refused_at_once(host, as_internet_client("198.51.100.32", "POST"), "/api/owners", 2)
+    assert (status, headers["retry-after"]) == (429, "30")
+    assert body["limit"] == "owners"
+    assert "at most 2 a minute" in body["detail"]
+
+
 def test_connection_limit_refuses_requests_beyond_those_in_progress(host):
     """nginx_rate_limit_connections is 3 here: of 5 slow requests at once from one address, 3 are served
     and 2 get 429 naming the connection limit."""

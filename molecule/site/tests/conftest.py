@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0999"
-down_revision: str | None = "0002"
+down_revision: str | None = "@HEAD@"
 branch_labels = None
 depends_on = None
 
@@ -42,6 +42,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("planted")
 '''
+
+# On top of the newest revision of this checkout, so that it is the only head.
+HEAD_REVISION = max(path.name.split("_")[0] for path in (REPO / "alembic" / "versions").glob("[0-9]*_*.py"))
+PLANTED_MIGRATION = PLANTED_MIGRATION.replace("@HEAD@", HEAD_REVISION)
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +75,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def model_id() -> int:
     """A trained model, so the load also exercises predictions (weights from the database)."""
-    with lb_client() as client:
+    with lb_client(owner=True) as client:
         body = {"name": f"rollout-{time.time_ns()}", "dataset": "xor", "dataset_params": {"n_samples": 200}}
         model = client.post("/api/models", json=body).json()
         session = client.post(f"/api/models/{model['id']}/sessions", json={"epochs": 20}).json()

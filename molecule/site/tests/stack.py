@@ -46,17 +46,28 @@ RECAP = re.compile(
 )
 
 
-def lb_client(**kwargs: Any) -> httpx.Client:
-    """A client for the front door (lb), trusting only the stack's CA."""
-    return httpx.Client(base_url=LB_URL, verify=ssl.create_default_context(cafile=str(CA)), timeout=30, **kwargs)
+def lb_client(*, owner: bool = False, **kwargs: Any) -> httpx.Client:
+    """A client for the front door (lb), trusting only the stack's CA; with owner, holding a new owner token
+    (models and sessions belong to whoever created them)."""
+    verify = ssl.create_default_context(cafile=str(CA))
+    headers = owner_header() if owner else {}
+    return httpx.Client(base_url=LB_URL, verify=verify, timeout=30, headers=headers, **kwargs)
 
 
-def host_client(host: str) -> httpx.Client:
+def owner_header() -> dict[str, str]:
+    """`Authorization: Bearer` with a new owner token, issued through the front door."""
+    with httpx.Client(base_url=LB_URL, verify=ssl.create_default_context(cafile=str(CA)), timeout=30) as client:
+        answer = client.post("/api/owners")
+        assert answer.status_code == 201, answer.text
+        return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+
+def host_client(host: str, *, owner: dict[str, str] | None = None) -> httpx.Client:
     """A client for one web host's own nginx on its plain HTTP port, where the load balancer reaches it
-    (TLS ends at the balancer, as at the ALB)."""
+    (TLS ends at the balancer, as at the ALB); OWNER: an owner_header() to send."""
     return httpx.Client(
         base_url=f"http://127.0.0.1:{HOSTS[host]['nginx_http_port']}",
-        headers={"Host": DOMAIN},
+        headers={"Host": DOMAIN, **(owner or {})},
         timeout=30,
     )
 
@@ -358,6 +369,11 @@ def secret(name: str) -> dict[str, Any]:
     return dict(json.loads(secrets_manager().get_secret_value(SecretId=name)["SecretString"]))
 
 
+def operator_token() -> str:
+    """The app's operator token, as provisioning generated it (aws_app_secrets)."""
+    return str(secrets_manager().get_secret_value(SecretId="nnp/local/app-operator")["SecretString"])
+
+
 def database_state() -> dict[str, Any]:
     """Tables, columns, migration head and row counts of the app's schema, as the app's login sees them."""
     login = secret("nnp/local/rds-app")
@@ -390,7 +406,7 @@ def start_long_training() -> dict[str, Any]:
     """A training that outlasts a rollout under the saturating load, checkpointing every 2 s: 200,000 steps
     (1000 epochs of 200 batches). Measured: about 730 steps/s under the load, so about 4.5 min, while the
     rollout restarts the workers after about 2 and 2.75 min."""
-    with lb_client() as client:
+    with lb_client(owner=True) as client:
         body = {"name": f"long-{time.time_ns()}", "dataset": "xor", "dataset_params": {"n_samples": 1000}}
         model = client.post("/api/models", json=body)
         assert model.status_code == 201, model.text

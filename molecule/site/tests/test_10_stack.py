@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from stack import HOSTS, host_client, host_get, lb_client, live_releases
+from stack import HOSTS, host_client, host_get, lb_client, live_releases, operator_token, owner_header
 
 POINTS = [[0.6, 0.7], [-0.6, 0.7], [-0.4, -0.8], [0.9, -0.2]]
 
@@ -84,7 +84,8 @@ def test_every_host_serves_the_same_release_as_the_front_door() -> None:
 
 
 def test_a_model_trained_through_one_host_predicts_the_same_on_the_other() -> None:
-    first, second = (host_client(name) for name in HOSTS)
+    owner = owner_header()  # issued through the front door, valid on every host (one database)
+    first, second = (host_client(name, owner=owner) for name in HOSTS)
     with first, second:
         body = {
             "name": f"site-xor-{time.time_ns()}",
@@ -116,3 +117,28 @@ def test_a_model_trained_through_one_host_predicts_the_same_on_the_other() -> No
         ]
         assert [p.status_code for p in predictions] == [200, 200], [p.text for p in predictions]
         assert predictions[0].json() == predictions[1].json()
+
+
+def test_owners_change_only_their_own_and_the_operator_token_from_secrets_manager_changes_anything() -> None:
+    """Through the front door: another owner may read a model but not train, stop or delete it (403); the
+    operator token that provisioning put in Secrets Manager and the deploy gave the app stops and deletes."""
+    operator = {"Authorization": f"Bearer {operator_token()}"}
+    with lb_client(owner=True) as owner, lb_client(owner=True) as other, lb_client() as anyone:
+        body = {"name": f"owned-{time.time_ns()}", "dataset": "xor", "dataset_params": {"n_samples": 1000}}
+        model = owner.post("/api/models", json=body).json()
+        started = owner.post(f"/api/models/{model['id']}/sessions", json={"epochs": 500, "batch_size": 1})
+        assert started.status_code == 202, started.text
+        session = started.json()
+        assert anyone.get(f"/api/models/{model['id']}").status_code == 200  # reads are public
+        assert other.post(f"/api/models/{model['id']}/sessions", json={"epochs": 1}).status_code == 403
+        assert other.post(f"/api/sessions/{session['id']}/stop").status_code == 403
+        assert other.delete(f"/api/models/{model['id']}").status_code == 403
+        assert anyone.post(f"/api/sessions/{session['id']}/stop").status_code == 401
+        stopped = anyone.post(f"/api/sessions/{session['id']}/stop", headers=operator)
+        assert stopped.status_code == 202, stopped.text
+        deadline = time.monotonic() + 60
+        while anyone.get(f"/api/sessions/{session['id']}").json()["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert anyone.delete(f"/api/models/{model['id']}", headers=operator).status_code == 204
+        assert anyone.get(f"/api/models/{model['id']}").status_code == 404

@@ -67,7 +67,7 @@ def test_a_training_finishes_on_another_worker_when_its_host_is_killed(sources: 
     for host in WEB:
         docker_exec(host, "systemctl", "stop", "nnp-worker.service")
     try:
-        with lb_client() as client:
+        with lb_client(owner=True) as client:
             body = {"name": f"pool-{time.time_ns()}", "dataset": "xor", "dataset_params": {"n_samples": 1000}}
             model = client.post("/api/models", json=body)
             assert model.status_code == 201, model.text

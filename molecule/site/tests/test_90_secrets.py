@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from stack import OLD_PASSWORDS, RUNS, STATE, secret
+from stack import OLD_PASSWORDS, RUNS, STATE, operator_token, secret
 
 
 def test_no_secret_appears_in_any_ansible_output() -> None:
     secrets = {
         "RDS master password": (STATE / "secrets" / "rds-master-password").read_text().split()[0],
         "app password": secret("nnp/local/rds-app")["password"],
+        "operator token": operator_token(),
         **{f"earlier app password {n}": value for n, value in enumerate(OLD_PASSWORDS)},
     }
     assert RUNS, "no ansible-playbook run to search"
