@@ -94,7 +94,11 @@ class NetworkModel(Base):
     __tablename__ = "models"
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
-    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id", ondelete="RESTRICT"), index=True)
+    # Defaults to LEGACY_OWNER_ID in the database only for a previous release's inserts during a rollout
+    # (alembic/versions/0003_owners.py); this release always names the owner.
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("owners.id", ondelete="RESTRICT"), index=True, server_default=text(str(LEGACY_OWNER_ID))
+    )
     name: Mapped[str] = mapped_column(String(100), unique=True)
     dataset: Mapped[str] = mapped_column(String(32))
     dataset_params: Mapped[dict[str, Any]]
@@ -130,7 +134,9 @@ class TrainingSession(Base):
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     # Who started it (the model's owner; see Owner). Quotas count by it.
-    owner_id: Mapped[int] = mapped_column(ForeignKey("owners.id", ondelete="RESTRICT"))
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("owners.id", ondelete="RESTRICT"), server_default=text(str(LEGACY_OWNER_ID))
+    )
     status: Mapped[str] = mapped_column(String(16))
     epochs: Mapped[int]
     learning_rate: Mapped[float] = mapped_column(Float)

@@ -3,7 +3,9 @@
 Starts its own throwaway PostgreSQL, migrates it, runs `uvicorn app.main:app --workers 2` on a
 loopback port, trains a small model, then fires a fixed number of requests per scenario from C
 concurrent keep-alive connections and prints throughput, latency percentiles, errors, worker RSS,
-the app's import time and the time from process start to the first 200 on /readyz.
+the app's import time and the time from process start to the first 200 on /readyz. Last, the loop stays
+free: /readyz and a model read from 4 clients, alone and beside a 200 x 200 boundary and a 1000-row
+prediction sent again and again.
 
 The load generator is raw asyncio streams with pre-built HTTP/1.1 requests (on uvloop): the client
 shares the machine's cores with the server, so it has to be much cheaper per request than the server
@@ -36,6 +38,9 @@ from workerproc import WorkerProcess  # noqa: E402
 from alembic import command  # noqa: E402
 
 PREDICT_BODY = json.dumps({"inputs": [[0.5, 0.5]]}).encode()
+# The heavy requests of the "loop stays free" figures: a 1000-row prediction and a 200 x 200 boundary
+# (MAX_PREDICT_ROWS and MAX_GRID_RESOLUTION's defaults).
+HEAVY_PREDICT_BODY = json.dumps({"inputs": [[i / 1000 - 0.5, 0.5 - i / 1000] for i in range(1000)]}).encode()
 
 
 @dataclass
@@ -69,6 +74,34 @@ async def read_response(reader: asyncio.StreamReader) -> int:
         raise RuntimeError("response without Content-Length")
     await reader.readexactly(int(match.group(1)))
     return status
+
+
+async def run_beside_heavy(
+    name: str, port: int, request: bytes, total: int, concurrency: int, heavy: list[bytes]
+) -> Result:
+    """run_scenario while one client per HEAVY request sends it again and again on its own connection."""
+    stop = asyncio.Event()
+    sent = 0
+
+    async def hammer(heavy_request: bytes) -> None:
+        nonlocal sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while not stop.is_set():
+                writer.write(heavy_request)
+                if await read_response(reader) != 200:
+                    raise RuntimeError("a heavy request failed")
+                sent += 1
+        finally:
+            writer.close()
+
+    hammers = [asyncio.create_task(hammer(h)) for h in heavy]
+    await asyncio.sleep(0.5)  # the heavy requests are under way
+    result = await run_scenario(name, port, request, total, concurrency)
+    stop.set()
+    await asyncio.gather(*hammers)
+    result.name += f" (beside {sent} heavy)"
+    return result
 
 
 async def run_scenario(name: str, port: int, request: bytes, total: int, concurrency: int) -> Result:
@@ -144,6 +177,23 @@ def run_load(port: int, model_id: int, total: int, concurrency: int, app_pids: l
                 for role, start, end in zip(("app", "postgres", "client"), before, after, strict=True)
             }
             results.append(result)
+    # The loop stays free: /readyz and a model read from 4 clients, alone and while one 200 x 200 boundary
+    # and one 1000-row prediction are sent again and again (both computed off the event loop).
+    heavy = [
+        build_request("GET", f"/api/models/{model_id}/boundary?resolution=200", port),
+        build_request("POST", f"/api/models/{model_id}/predict", port, HEAVY_PREDICT_BODY),
+    ]
+    for name, request in (
+        ("GET /readyz", build_request("GET", "/readyz", port)),
+        ("GET /api/models/{id} x4", build_request("GET", f"/api/models/{model_id}", port)),
+    ):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            count = max(200, total // 4)
+            alone = runner.run(run_scenario(name, port, request, count, 4))
+            beside = runner.run(run_beside_heavy(name, port, request, count, 4, heavy))
+            for result in (alone, beside):
+                result.cpu_us = {role: float("nan") for role in ("app", "postgres", "client")}
+            results += [alone, beside]
     return results
 
 
@@ -203,19 +253,20 @@ def report(
     results: list[Result], concurrency: int, rss: list[float], imports: tuple[float, list], ready_s: float
 ) -> None:
     print()
-    header = f"{'scenario':<32}{'requests':>9}{'errors':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+    header = f"{'scenario':<48}{'requests':>9}{'errors':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
     print(header + "  CPU us/req: app / postgres / client")
     for r in results:
         rate = r.requests / r.seconds
         p50, p99, worst = r.percentile(50), r.percentile(99), max(r.latencies_ms)
         cpu = " / ".join(f"{r.cpu_us[role]:.0f}" for role in ("app", "postgres", "client"))
-        print(f"{r.name:<32}{r.requests:>9}{r.errors:>8}{rate:>8.0f}{p50:>8.2f}{p99:>8.2f}{worst:>8.2f}  {cpu}")
+        print(f"{r.name:<48}{r.requests:>9}{r.errors:>8}{rate:>8.0f}{p50:>8.2f}{p99:>8.2f}{worst:>8.2f}  {cpu}")
     print(f"\nconcurrency: {concurrency} keep-alive connections; uvicorn --workers 2; CPUs: {os.cpu_count()}")
     print(f"load average during the run: {os.getloadavg()[0]:.2f} (other work on the machine skews latency)")
     print("worker RSS: " + ", ".join(f"{mb:.0f} MiB" for mb in rss))
     total, slowest = imports
     print(f"import app.main: {total:.2f} s (slowest: " + ", ".join(f"{m} {s:.2f} s" for m, s in slowest) + ")")
     print(f"process start to first 200 on /readyz: {ready_s:.2f} s")
+    print("the 4-client rows: 4 keep-alive connections, the heavy ones on 2 more (no CPU figures)")
     predict = next(r for r in results if "predict" in r.name)
     verdict = "OK" if predict.percentile(99) < 25 and all(r.errors == 0 for r in results) else "MISSED"
     print(f"target (predict p99 < 25 ms, zero errors): {verdict}")

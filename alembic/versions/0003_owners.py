@@ -8,6 +8,11 @@ An owner is a random token held by a browser (cookie) or an API client (Bearer);
 stored. Rows that exist before this revision get the owner `legacy` (id 1, no token): nobody can act as
 it, so only the operator token can delete those models or stop those sessions; everyone can still read
 them. A model's `last_used_at` starts as the newest of its creation and its sessions' starts.
+
+`owner_id` defaults to the legacy owner in the database: during a rollout the previous release still
+serves beside this schema (migrations run before the first switch) and creates rows without an owner;
+they go to `legacy` instead of failing. The release that follows can drop the default once no host runs
+a release older than this one.
 """
 
 from collections.abc import Sequence
@@ -39,9 +44,12 @@ def upgrade() -> None:
     op.execute(f"INSERT INTO owners (id, label) VALUES ({LEGACY_OWNER_ID}, 'legacy')")  # noqa: S608 - a constant
     op.execute("SELECT setval(pg_get_serial_sequence('owners', 'id'), (SELECT max(id) FROM owners))")
     for table in ("models", "training_sessions"):
-        op.add_column(table, sa.Column("owner_id", sa.Integer(), nullable=True))
-        op.execute(f"UPDATE {table} SET owner_id = {LEGACY_OWNER_ID}")  # noqa: S608 - constants only
-        op.alter_column(table, "owner_id", nullable=False)
+        # A constant default fills existing rows without rewriting them (PostgreSQL 11+), and the NOT NULL
+        # check then only reads the table.
+        op.add_column(
+            table,
+            sa.Column("owner_id", sa.Integer(), server_default=sa.text(str(LEGACY_OWNER_ID)), nullable=False),
+        )
         op.create_foreign_key(
             op.f(f"fk_{table}_owner_id_owners"), table, "owners", ["owner_id"], ["id"], ondelete="RESTRICT"
         )

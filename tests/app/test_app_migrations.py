@@ -125,11 +125,17 @@ def test_rows_older_than_owners_get_the_legacy_owner(empty_db: str) -> None:
         assert conn.execute("SELECT owner_id FROM training_sessions").fetchall() == [(1,)]
         age = conn.execute("SELECT now() - last_used_at FROM models").fetchone()[0]
         assert 2.9 < age.total_seconds() / 86_400 < 3.1  # the session's start, not the model's creation
+        # The previous release, still serving during a rollout, inserts without an owner: legacy, not a failure.
+        conn.execute(
+            "INSERT INTO models (name, dataset, dataset_params, layers, task, input_dim, output_dim)"
+            " VALUES ('from-the-previous-release', 'xor', '{}', '[]', 'classification', 2, 2)"
+        )
+        assert conn.execute("SELECT owner_id FROM models WHERE name = 'from-the-previous-release'").fetchone() == (1,)
         # New owners count on from there.
         assert conn.execute("INSERT INTO owners (token_hash) VALUES (%s) RETURNING id", (b"x" * 32,)).fetchone() == (2,)
     command.downgrade(cfg, "0002")  # and back: the rows stay, without owners
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM models").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM models").fetchone() == (2,)
 
 
 def test_alembic_check_finds_no_drift(empty_db: str) -> None:
