@@ -63,6 +63,26 @@ _WORKERS_SQL = text(
 )
 
 
+# A transaction that makes a session queued or running adds an entry for its model to the unique index
+# uq_training_sessions_active_model. Two such transactions for one model (a client starting a training while
+# a worker claims or requeues the model's previous one) would each wait for the other's uncommitted entry:
+# a deadlock, which PostgreSQL ends by failing one of them (a 503 for the client, seen under make test). So
+# each first locks the model's row: a new session with FOR NO KEY UPDATE (start_session), a worker with FOR
+# SHARE here; the two conflict, so one waits for the other to commit, and the unique index then answers.
+_LOCK_MODEL_SQL = text(
+    """
+    SELECT 1 FROM models WHERE id = (
+        SELECT model_id FROM training_sessions WHERE id = :session_id OR job_id = :job_id LIMIT 1
+    ) FOR SHARE
+    """
+)
+
+
+def lock_model_of(conn: Connection, *, session_id: int | None = None, job_id: int | None = None) -> None:
+    """Take the model lock above for the session (by id, or by its job's id) before changing its status."""
+    conn.execute(_LOCK_MODEL_SQL, {"session_id": session_id, "job_id": job_id})
+
+
 def defer(conn: Connection, session_id: int, device: str) -> int:
     """Queue the training job of a session, in the caller's transaction; returns the job id."""
     args = json.dumps({"session_id": session_id})

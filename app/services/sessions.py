@@ -49,7 +49,8 @@ def start_session(
 ) -> TrainingSession:
     """Create a queued session and its job in one transaction: the model's owner only, within the owner's
     quotas (403/429) and the deployment's capacity (429)."""
-    model = db.get(NetworkModel, model_id)
+    # FOR NO KEY UPDATE: see queue.lock_model_of (no deadlock with a worker changing this model's sessions).
+    model = db.get(NetworkModel, model_id, with_for_update={"key_share": True})
     if model is None:
         raise NotFoundError(f"model {model_id} not found")
     if model.owner_id != owner_id:

@@ -43,6 +43,7 @@ def recover_job(engine: Engine, job_id: int, stalled_seconds: float, max_failure
     with engine.begin() as conn:
         if conn.execute(_LOCK_JOB_SQL, {"job_id": job_id, "stalled": stalled_seconds}).first() is None:
             return None  # another worker recovered it, or its worker came back
+        queue.lock_model_of(conn, job_id=job_id)
         session = conn.execute(
             update(TrainingSession)
             .where(TrainingSession.job_id == job_id, TrainingSession.status.in_(ACTIVE_STATUSES))

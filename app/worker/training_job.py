@@ -31,6 +31,7 @@ from app.models import (
     TrainingCheckpoint,
     TrainingSession,
 )
+from app.services import queue
 from app.services.ownership import Owner
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class TrainingRun:
         """Mark the session running as our attempt; drop metrics after the checkpoint; load both."""
         owner = self.ctx.owner
         with self.ctx.engine.begin() as conn:
+            queue.lock_model_of(conn, session_id=self.session_id)
             checkpoint = conn.execute(
                 select(TrainingCheckpoint.epoch, TrainingCheckpoint.data).where(
                     TrainingCheckpoint.session_id == self.session_id

@@ -194,3 +194,22 @@ def test_non_finite_learning_rate_is_422(client: TestClient, literal: str) -> No
     )
     assert response.status_code == 422
     assert "learning_rate" in response.json()["message"]
+
+
+def test_a_second_start_while_a_worker_claims_the_first_is_a_409_not_a_deadlock(
+    client: TestClient, worker: WorkerProcess
+) -> None:
+    """A worker claims a new session at once (LISTEN/NOTIFY) while the client already asks for a second
+    one of the same model: both transactions add an entry for the model to the unique index of active
+    sessions. Without the model lock both waited for the other's entry, PostgreSQL broke the deadlock by
+    failing the request, and the client got a 503 (seen once in make test). Twenty times in a row: always
+    the 409 that names the conflict, and every first session runs."""
+    outcomes = []
+    for attempt in range(20):
+        model = create_model(client, f"claim-race-{attempt}", dataset_params=LONG_DATA)
+        first = start_session(client, model["id"], **LONG_TRAINING)
+        second = client.post(f"/api/models/{model['id']}/sessions", json={"epochs": 1})
+        outcomes.append(second.status_code)
+        assert client.post(f"/api/sessions/{first['id']}/stop").status_code == 202
+        assert wait_for_session(client, first["id"], timeout=60)["status"] == "stopped"
+    assert outcomes == [409] * 20
