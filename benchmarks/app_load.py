@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The throwaway PostgreSQL and uvicorn helpers are shared with the test suite.
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests" / "app")]
+# The throwaway PostgreSQL and uvicorn helpers are shared with the test suite. In place of this folder
+# (sys.path[0] when run as a script), whose queue.py would shadow the standard library's (psycopg imports it).
+sys.path[0:1] = [str(REPO_ROOT), str(REPO_ROOT / "tests" / "app")]
 
 import httpx  # noqa: E402
 from alembic.config import Config  # noqa: E402
