@@ -39,6 +39,8 @@ class AppServer:
             sys.executable, "-m", "uvicorn", "app.main:app",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers), "--timeout-graceful-shutdown", "20",
+            # As in a slot (release.env's UVICORN_HTTP): each response in one write (app/core/server.py).
+            "--http", "app.core.server:HttpProtocol",
             "--log-config", str(REPO_ROOT / "app" / "log_config.json"),
         ]  # fmt: skip
         with self.log_path.open("ab") as log:

@@ -213,6 +213,14 @@ def test_unit_runs_uvicorn_from_its_slot(host):
         assert part in cmd, cmd
 
 
+def test_the_live_slot_sends_each_response_in_one_write(host):
+    """release.env names the one-write protocol (app/core/server.py) and the serving processes have it."""
+    main_pid = host.check_output(f"systemctl show -p MainPID --value {UNIT}")
+    environ = host.check_output(f"tr '\\0' '\\n' < /proc/{main_pid}/environ").splitlines()
+    uvicorn = [line for line in environ if line.startswith("UVICORN_")]  # not the rest: it holds secrets
+    assert uvicorn == ["UVICORN_HTTP=app.core.server:HttpProtocol"], uvicorn
+
+
 def test_process_is_sandboxed(host):
     status = host.file(f"/proc/{main_pid(host)}/status").content_string
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
