@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # failover) before it answers 503; 0 fails it at once. A restart of PostgreSQL takes seconds; an RDS
     # Multi-AZ failover takes 1-2 minutes, which no request should wait through (docs/RUNBOOK.md).
     db_read_retry_seconds: float = Field(10.0, ge=0, le=60)
+    # How long a new connection keeps trying while the server refuses the login's password: a password
+    # rotation changes it on the server and then in every host's PGPASSFILE (libpq reads that file at each
+    # new connection, so no process restarts), a few seconds apart. 0 fails at once.
+    db_auth_retry_seconds: float = Field(30.0, ge=0, le=300)
     # The server cancels a statement of the app's running longer than this (PostgreSQL statement_timeout).
     db_statement_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     # Training workers (python -m app.worker); the web processes read the heartbeat settings too.

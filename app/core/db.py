@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,10 +50,67 @@ def connect_args(settings: Settings) -> dict[str, Any]:
     }
 
 
+# How libpq words a refused password (the server's FATAL 28P01, which libpq reports without its SQLSTATE)
+# and a login that had no password to send (PGPASSFILE missing, unreadable or without a matching line).
+AUTH_FAILURES = ("password authentication failed", "no password supplied")
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """The server refused the login's password, or there was none to send (not a network error)."""
+    return isinstance(exc, psycopg.OperationalError) and any(text in str(exc) for text in AUTH_FAILURES)
+
+
+def _auth_retry_message(budget_seconds: float, delay: float) -> str:
+    return (
+        "the database refused the app login's password; a rotation writes the new one to PGPASSFILE right "
+        f"after changing it: connecting again in {delay:.2f} s (for up to {budget_seconds:g} s)"
+    )
+
+
+def connect_with_auth_retry(connect: Callable[[], T], budget_seconds: float) -> T:
+    """connect(), again while the server refuses the password, for at most budget_seconds of retries.
+
+    A password rotation changes the login's password on the server first and then the passfile on every
+    host (deploy.yml): for those seconds a new connection fails authentication. Nothing ran on such a
+    connection, so the retry is safe for writes too. Any other error is raised at once.
+    """
+    delays = retry_delays(budget_seconds)
+    while True:
+        try:
+            return connect()
+        except psycopg.OperationalError as exc:
+            delay = next(delays, None) if is_auth_failure(exc) else None
+            if delay is None:
+                raise
+            logger.warning(_auth_retry_message(budget_seconds, delay))
+            time.sleep(delay)
+
+
+def auth_retrying_connection_class(budget_seconds: float) -> type[psycopg.AsyncConnection[Any]]:
+    """An AsyncConnection class whose connect() retries a refused password (connect_with_auth_retry), for
+    psycopg_pool's pools (the read pool; procrastinate's, in the workers)."""
+
+    class AuthRetryingAsyncConnection(psycopg.AsyncConnection[Any]):
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            delays = retry_delays(budget_seconds)
+            while True:
+                try:
+                    return await super().connect(*args, **kwargs)
+                except psycopg.OperationalError as exc:
+                    delay = next(delays, None) if is_auth_failure(exc) else None
+                    if delay is None:
+                        raise
+                    logger.warning(_auth_retry_message(budget_seconds, delay))
+                    await asyncio.sleep(delay)
+
+    return AuthRetryingAsyncConnection
+
+
 def create_db_engine(settings: Settings) -> Engine:
     # No pool_pre_ping (a round trip per checkout): a connection broken by a database restart fails its
     # statement, SQLAlchemy then invalidates the whole pool, and the reads retry (read_with_retry).
-    return create_engine(
+    engine = create_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -59,6 +118,13 @@ def create_db_engine(settings: Settings) -> Engine:
         pool_timeout=10,
         connect_args=connect_args(settings),
     )
+    budget = settings.db_auth_retry_seconds
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+        return connect_with_auth_retry(lambda: dialect.connect(*cargs, **cparams), budget)
+
+    return engine
 
 
 def retry_delays(budget_seconds: float) -> Iterator[float]:
@@ -109,6 +175,7 @@ def create_read_pool(settings: Settings) -> AsyncConnectionPool:
         max_size=settings.db_pool_size,
         kwargs={"autocommit": True, **connect_args(settings)},
         timeout=10,
+        connection_class=auth_retrying_connection_class(settings.db_auth_retry_seconds),
         reconnect_timeout=READ_POOL_RECONNECT_SECONDS,
         name="read",
         open=False,

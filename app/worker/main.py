@@ -29,7 +29,7 @@ from procrastinate.worker import Worker
 from sqlalchemy import delete, insert
 
 from app.core.config import ConfigError, Settings, load_settings
-from app.core.db import check_connection, create_db_engine
+from app.core.db import auth_retrying_connection_class, check_connection, create_db_engine
 from app.core.logging import configure_logging
 from app.ml.device import configure_threads, resolve_device
 from app.models import TrainingWorker
@@ -57,6 +57,8 @@ def build_app(settings: Settings) -> procrastinate.App:
         min_size=1,
         max_size=max(2, settings.worker_concurrency + 2),
         kwargs={"application_name": "nn-playground-worker", "connect_timeout": 5},
+        # A refused password (a rotation between the server's change and PGPASSFILE's) is retried.
+        connection_class=auth_retrying_connection_class(settings.db_auth_retry_seconds),
     )
     app = procrastinate.App(connector=connector)
     app.task(name=queue.TASK_NAME, pass_context=True, retry=RequeueStrategy())(train_session)

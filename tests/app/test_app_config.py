@@ -141,7 +141,9 @@ def test_unreachable_database_fails_with_a_safe_message() -> None:
 
 
 def test_wrong_password_fails_with_a_safe_message(pg: PgCluster) -> None:
-    settings = load_settings(database_url=f"postgresql://postgres:{SECRET}@127.0.0.1:{pg.port}/postgres")
+    settings = load_settings(
+        database_url=f"postgresql://postgres:{SECRET}@127.0.0.1:{pg.port}/postgres", db_auth_retry_seconds=0
+    )
     engine = create_db_engine(settings)
     try:
         with pytest.raises(ConfigError, match=r"password authentication failed") as info:
