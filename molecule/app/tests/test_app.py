@@ -127,12 +127,30 @@ def test_env_file_is_private_to_the_service_account(host, hostvars):
     assert env.mode == 0o600
     assert (env.user, env.group) == ("nnp", "nnp")
     content = host.run(f"cat {ROOT}/shared/app.env").stdout
-    # The password is percent-encoded in the URL ('/', ':', '@', '%', '?', '#' are all special there).
-    assert 'DATABASE_URL="postgresql://nnp_app:m0lecule%2Fapp%3Ap%40ss%25word%3F%23@127.0.0.1:15433/nnp' in content
+    # No password in the URL: libpq reads it from PGPASSFILE at each new connection.
+    assert 'DATABASE_URL="postgresql://nnp_app@127.0.0.1:15433/nnp' in content
+    assert f'PGPASSFILE="{ROOT}/shared/pgpass"' in content
+    assert hostvars["app_db_password"] not in content
+    assert "m0lecule%2Fapp" not in content
     # A query value may hold '/' as it is (RFC 3986); Ansible's urlencode keeps it, libpq reads it.
     assert '/nnp?sslmode=verify-full&sslrootcert=/etc/nnp/database-ca.pem"' in content
     assert 'TORCH_THREADS="1"' in content
     assert not re.search(r"^(RELEASE_ID|GIT_SHA)=", content, re.M), "they differ per release: release.env holds them"
+
+
+def test_the_password_file_holds_the_login_for_the_service_account_only(host, hostvars):
+    """libpq's format, with the password's ':' escaped; mode 0600 (libpq ignores a file others can read),
+    and the service account logs in with it and nothing else (no password given)."""
+    passfile = host.file(f"{ROOT}/shared/pgpass")
+    assert (passfile.user, passfile.group, passfile.mode) == ("nnp", "nnp", 0o600)
+    escaped = hostvars["app_db_password"].replace("\\", "\\\\").replace(":", "\\:")
+    assert passfile.content_string == f"127.0.0.1:15433:nnp:nnp_app:{escaped}\n"
+    login = host.run(
+        f"runuser -u nnp -- env PGPASSFILE={ROOT}/shared/pgpass PGSSLMODE=verify-full "
+        "PGSSLROOTCERT=/etc/nnp/database-ca.pem psql -h 127.0.0.1 -p 15433 -U nnp_app -d nnp -X -At -w "
+        "-c 'SELECT current_user'"
+    )
+    assert login.stdout.strip() == "nnp_app", login.stderr
 
 
 def test_the_database_certificate_is_checked_against_the_installed_bundle(host, hostvars):

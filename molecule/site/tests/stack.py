@@ -398,6 +398,23 @@ def database_state() -> dict[str, Any]:
     return {"columns": columns, "counts": counts, "head": head}
 
 
+def cut_app_connections() -> int:
+    """Terminates every connection of the app's login (as the master, who may act for it); how many."""
+    master, app = secret("nnp/local/rds-master"), secret("nnp/local/rds-app")
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=LOCAL["local_db_port"],
+        dbname=app["dbname"],
+        user=master["username"],
+        password=master["password"],
+        sslmode="require",
+    ) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (app["username"],)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def deploy(source: Path, *extra: str, env: dict[str, str] | None = None) -> Run:
     return playbook("site.yml", "--tags", "deploy", "-e", f"app_source_dir={source}", *extra, env=env)
 

@@ -11,8 +11,9 @@ release under it, a redeploy of the live release that changes nothing (whatever 
 release that cannot become ready (the live slot keeps serving), a release whose migration fails (no host
 switches, the database is unchanged), rollback to the previous release under the saturating load (with a
 stale fact cache), a named release (the live one: nothing changes; a missing one: refused before any
-change), and a rotated database password, deployed with the live release (the first one again, from this
-checkout). test_40 continues with the deploy lock, maintenance mode and a one-host rollout.
+change), and a rotated database password under the saturating load, deployed with the live release (the
+first one again, from this checkout): it reaches every process without a restart. test_40 continues
+with the deploy lock, maintenance mode and a one-host rollout.
 Ansible's output of every run is in artifacts/site/, the figures in artifacts/site/rollout-figures.json.
 """
 
@@ -29,8 +30,10 @@ from stack import (
     FIGURES,
     OLD_PASSWORDS,
     assert_no_failure,
+    cut_app_connections,
     database_state,
     deploy,
+    docker_exec,
     edit_fact_cache,
     haproxy_servers,
     lb_client,
@@ -79,11 +82,19 @@ def test_a_new_release_rolls_out_under_saturating_load_without_a_failed_request(
     for name in planted:
         rds().create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier="nnp-local")
     with saturating_load(model_id) as loads:
-        run = deploy(sources["next"], "-e", "deploy_snapshot_before_migrate=true", "-e", "deploy_snapshot_keep=2")
+        run = deploy(
+            sources["next"],
+            "-e", "deploy_snapshot_before_migrate=true", "-e", "deploy_snapshot_keep=2",
+            # With a 4 s bake: the canary is watched through its nginx before the other hosts switch.
+            "-e", "deploy_canary_bake_seconds=4",
+        )  # fmt: skip
     after = live_releases()
 
     assert run.rc == 0, run.output[-3000:]
     assert_no_failure(loads)
+    # The bake's passes are labelled by their time: 0 s, 2 s, 4 s, on the canary only.
+    assert "ok: [web1] => (item=4 s)" in run.output, run.output[-3000:]
+    assert "ok: [web2] => (item=0 s)" not in run.output
     assert after["web1"] == after["web2"] != before["web1"], (before, after)
     with lb_client() as client:
         assert client.get("/version").json()["release_id"] == after["web1"]
@@ -198,27 +209,46 @@ def test_rollback_to_a_missing_release_is_refused_before_any_change(state: dict[
     assert live_releases() == before
 
 
-def test_a_rotated_app_password_goes_through_every_host_without_a_new_release(
-    state: dict[str, Any], sources: dict[str, Path]
+def unit_started(host: str, unit: str) -> str:
+    """When the unit last entered the active state (changes with every start)."""
+    return docker_exec(host, "systemctl", "show", unit, "--property=ActiveEnterTimestampMonotonic").strip()
+
+
+def test_a_rotated_app_password_reaches_every_process_under_load_without_a_restart(
+    state: dict[str, Any], sources: dict[str, Path], model_id: int
 ) -> None:
     """The runbook's rotation: a new password in the secret, then a deploy of the live release (the first
-    one, from this checkout, since the rollback above). Every host gets the new app.env and starts a new
-    slot with it behind the gate (staging left a pending restart), then nginx moves to it."""
+    one, from this checkout, since the rollback above) under the saturating load. app_db sets the password
+    on the server, every host's password file gets it right after, and the running slots and workers use
+    it from their next connection: no slot switches, no process restarts, no request fails (the app
+    retries a refused password for the seconds in between). Then every connection of the app login is cut
+    on the server: each process connects again, with the new password, and serves."""
     login = secret("nnp/local/rds-app")
     OLD_PASSWORDS.append(login["password"])
     login["password"] = f"Rotated{uuid.uuid4().hex}"
     secrets_manager().put_secret_value(SecretId="nnp/local/rds-app", SecretString=json.dumps(login))
     releases, slots = live_releases(), {host: live_slot(host) for host in ("web1", "web2")}
+    units = {(host, f"nnp-app@{slots[host]}.service") for host in slots}
+    units |= {(host, "nnp-worker.service") for host in ("web1", "web2", "gpu1")}
+    started = {unit: unit_started(*unit) for unit in units}
 
-    # With a 4 s bake: the canary is watched through its nginx before the other host switches.
-    run = deploy(sources["live"], "-e", "deploy_canary_bake_seconds=4")
+    with saturating_load(model_id) as loads:
+        run = deploy(sources["live"])
+        time.sleep(2)
+        # Every connection the app login has, cut: the processes must come back with the new password.
+        cut = cut_app_connections()
+        time.sleep(8)
 
     assert run.rc == 0, run.output[-3000:]
-    # The bake's passes are labelled by their time: 0 s, 2 s, 4 s, on the canary only.
-    assert "ok: [web1] => (item=4 s)" in run.output, run.output[-3000:]
-    assert "ok: [web2] => (item=0 s)" not in run.output
+    assert_no_failure(loads)
+    assert cut > 0, "the app had no connection to cut"
+    assert re.search(r"TASK \[app : Write the app login's password to /opt/nnp/shared/pgpass\]", run.output)
+    for host in ("web1", "web2", "gpu1"):
+        assert re.search(rf"changed: \[{host}\]", run.output.split("Write the app login's password")[-1][:2000])
     assert live_releases() == releases
-    assert all(live_slot(host) != slots[host] for host in slots), "a host did not start a slot with the new password"
+    assert {host: live_slot(host) for host in slots} == slots, "a host switched slots for a password"
+    assert {unit: unit_started(*unit) for unit in units} == started, "a process was restarted for a password"
     assert database_state()["head"], "the app login no longer works with the rotated password"
     with lb_client() as client:
         assert client.get("/api/models").status_code == 200
+    FIGURES["password_rotation"] = {"seconds": round(run.seconds, 1), "loads": [x.figures() for x in loads]}
