@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,23 @@ from app.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 
+def freeze_startup_objects() -> int:
+    """Moves every object alive after start-up out of the garbage collector's sight (gc.freeze).
+
+    torch, FastAPI, SQLAlchemy and the app leave about 250,000 tracked objects behind at start-up, and
+    each full collection walks all of them: about 70-150 ms on this machine, with the event loop stopped.
+    Under load a full collection comes every few thousand requests, and every request in flight waits it
+    out (the 200 ms p99 of the prediction benchmark). Those objects live as long as the process, so
+    collecting them can never free anything; frozen, a full collection walks only what requests made.
+    Returns how many objects were frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logger.info("start-up objects frozen out of garbage collection", extra={"objects": frozen})
+    return frozen
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the ASGI app. Settings default to the environment; ConfigError names what is wrong."""
     settings = settings or get_settings()
@@ -42,8 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await runtime.open()
             app.state.runtime = runtime
+            freeze_startup_objects()
             yield
         finally:
+            gc.unfreeze()
             # uvicorn has stopped accepting connections and let in-flight requests finish by now.
             await runtime.aclose()
 
