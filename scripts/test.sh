@@ -139,7 +139,8 @@ site_up() {
 site_verify() {
   local rc=0
   if [ -e "$LOGS/site-up.ok" ]; then
-    molecule verify -s site || rc=$?
+    # Also into a stage log, so that the failure summary at the end lists its failed tests too.
+    molecule verify -s site 2>&1 | tee "$LOGS/molecule-site--verify.log" || rc=$?
   else
     echo "the site scenario did not come up (see [molecule site: up] above): no verify" >&2
     rc=1
