@@ -10,6 +10,8 @@
   procrastinate's periodic deferrer in every worker queues once per tick for the whole fleet;
 * SIGTERM / SIGINT: takes no new job, lets each running training finish its epoch, checkpoint and go
   back to the queue, then exits 0. A second signal does not hurry it (systemd's stop timeout does).
+* a run that ends without a signal (procrastinate stops a worker whose listener lost the database, as in a
+  database restart) exits 1, so that systemd starts the worker again.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from app.worker.training_job import Aborted, Requeue, Superseded, TrainingRun, W
 logger = logging.getLogger("app.worker")
 
 CONTEXT_KEY = "training"
+# The most each step of the worker's own clean-up at exit may take (side tasks, unregistering).
+SHUTDOWN_STEP_SECONDS = 10.0
 
 
 class RequeueStrategy(BaseRetryStrategy):
@@ -126,9 +130,14 @@ async def _register(ctx: WorkerContext, worker: Worker, settings: Settings, on_r
     )
 
 
-async def _sweep(app: procrastinate.App, ctx: WorkerContext, settings: Settings) -> None:
-    while True:
-        await asyncio.sleep(settings.worker_heartbeat_seconds)
+async def _sweep(app: procrastinate.App, ctx: WorkerContext, settings: Settings, stop: asyncio.Event) -> None:
+    # Ends on `stop`, not on cancellation alone: a cancellation that lands inside a database call can come
+    # back as a database error, which the handler below would swallow (the worker then hung at exit).
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.worker_heartbeat_seconds)
+        if stop.is_set():
+            return
         try:
             stalled = await app.job_manager.get_stalled_jobs(
                 seconds_since_heartbeat=settings.worker_stalled_seconds, task_name=queue.TASK_NAME
@@ -188,21 +197,37 @@ async def run_worker(settings: Settings) -> None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal, sig)
 
+        stop = asyncio.Event()
         side = [
             asyncio.create_task(_register(ctx, worker, settings, handle_signals), name="register"),
-            asyncio.create_task(_sweep(app, ctx, settings), name="sweep"),
+            asyncio.create_task(_sweep(app, ctx, settings, stop), name="sweep"),
         ]
         try:
             await worker.run()
         finally:
+            stop.set()
             for task in side:
                 task.cancel()
-            for task in side:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await asyncio.to_thread(_unregister, ctx)
+            # Bounded: a side task stuck in a call to a database that is away must not keep the process
+            # from exiting (systemd then starts a new one).
+            done, pending = await asyncio.wait(side, timeout=SHUTDOWN_STEP_SECONDS)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.warning("%s ended with %r", task.get_name(), task.exception())
+            for task in pending:
+                logger.warning("%s did not stop within %s s; exiting anyway", task.get_name(), SHUTDOWN_STEP_SECONDS)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(_unregister, ctx), SHUTDOWN_STEP_SECONDS)
             engine.dispose()
+    if not ctx.draining.is_set():
+        # procrastinate stops a worker whose listener or periodic deferrer failed (a database restart
+        # cut their connections). Nobody asked for it: a failure, so that systemd starts it again.
+        raise WorkerStoppedError("the worker stopped without being asked to (its database connection failed?)")
     logger.info("worker stopped")
+
+
+class WorkerStoppedError(RuntimeError):
+    """The worker's run ended without a stop signal."""
 
 
 def _unregister(ctx: WorkerContext) -> None:
@@ -226,4 +251,7 @@ def main() -> int:
     except ConfigError as exc:
         logger.critical("start-up failed: %s", exc)
         return 2
+    except WorkerStoppedError as exc:
+        logger.critical("%s: exiting 1, so that systemd starts it again (Restart=on-failure)", exc)
+        return 1
     return 0

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -82,9 +83,16 @@ class PgCluster:
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
+        self._options = options
         self._started = True  # before the call: a half-started server must still be stopped
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
         return self
+
+    def outage(self, seconds: float) -> None:
+        """The server down for `seconds` (pg_ctl stop in fast mode, then start on the same port): a reboot."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+        time.sleep(seconds)
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", self._options, "start")
 
     def restart(self) -> None:
         """pg_ctl restart in fast mode, as a failover does to clients: every connection is cut; same port."""

@@ -10,6 +10,7 @@ reason (status code or transport error).
 from __future__ import annotations
 
 import collections
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from appserver import AppServer
 from conftest import TEMPLATE_DB, alembic_config
 from helpers import create_model
 from pgcluster import PgCluster
+from workerproc import WorkerProcess
 
 from alembic import command
 
@@ -108,3 +110,26 @@ def test_reads_survive_postgresql_restarts(own_cluster: tuple[PgCluster, str]) -
         assert set(readers.outcomes) == {"200"}, report
     finally:
         server.close()
+
+
+def test_a_worker_that_loses_its_database_exits_1_for_systemd_to_start_it_again(
+    own_cluster: tuple[PgCluster, str],
+) -> None:
+    """The database down for 3 s (a reboot): procrastinate stops the worker, whose listener lost its
+    connection and could not connect again. The process must then exit, and with 1, so that systemd
+    (Restart=on-failure) starts it again. Found in the site scenario: after two PostgreSQL restarts, two
+    workers had exited 0 (systemd left them down); here, one in two runs hung instead, its stalled-job
+    sweep having swallowed the cancellation inside a database call (a live process that took no job)."""
+    cluster, url = own_cluster
+    with WorkerProcess(url) as worker:
+        assert worker.proc is not None
+        worker.wait_registered()
+        cluster.outage(3)
+        try:
+            code = worker.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = worker.log_text()
+    print(f"\nworker after the database was down for 3 s: exit code {code}")
+    assert code == 1, f"the worker {'hung' if code is None else f'exited {code}'}:\n{log[-3000:]}"
+    assert "the worker stopped without being asked to" in log, log[-3000:]
