@@ -125,7 +125,7 @@ def main() -> None:
     except ImportError:  # pragma: no cover - uvloop is in the venv (app/requirements.txt)
         loop_factory = asyncio.new_event_loop
 
-    print(f"web1, slot {slot} ({workers} processes); {args.concurrency} keep-alive connections")
+    print(f"web1, slot {slot} ({workers} Uvicorn processes); {args.concurrency} keep-alive connections")
     print(f"{'scenario':40} {'path':7} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
     report = {}
     for name, payload in scenarios.items():
