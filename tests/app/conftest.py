@@ -90,6 +90,20 @@ def pg() -> Iterator[PgCluster]:
         cluster.stop()
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[tuple[PgCluster, str]]:
+    """A cluster of the test's own (for tests that restart it, stop it or change its logins), with a
+    database at Alembic head: the cluster and that database's URL."""
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        url = cluster.create_database(TEMPLATE_DB)
+        command.upgrade(alembic_config(url), "head")
+        yield cluster, url
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="module")
 def database_url(pg: PgCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database at Alembic head for this module."""

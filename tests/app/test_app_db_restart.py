@@ -13,34 +13,16 @@ import collections
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from appserver import AppServer
-from conftest import TEMPLATE_DB, alembic_config
 from helpers import create_model
 from pgcluster import PgCluster
 from workerproc import WorkerProcess
 
-from alembic import command
-
 CLIENTS = 8
 # The reads clients poll: the list (ORM session in the thread pool) and one model (the async read pool).
 PATHS = ["/api/models?limit=5", "/api/models/{id}"]
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[tuple[PgCluster, str]]:
-    """A cluster of its own (this test restarts it), with a database at Alembic head."""
-    cluster = PgCluster()
-    try:
-        cluster.start()
-        url = cluster.create_database(TEMPLATE_DB)
-        command.upgrade(alembic_config(url), "head")
-        yield cluster, url
-    finally:
-        cluster.stop()
 
 
 class Readers:

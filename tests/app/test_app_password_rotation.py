@@ -20,37 +20,20 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from appserver import AppServer
-from conftest import TEMPLATE_DB, alembic_config
 from helpers import create_model
 from pgcluster import PgCluster
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from alembic import command
-
 CLIENTS = 8
 # Seconds between the server's new password and the passfile's (the deploy's gap is one task, 1-3 s).
 GAP = 3.0
 LOGIN = "rotated_app"
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[tuple[PgCluster, str]]:
-    """A cluster of its own (its login's password changes), with a database at Alembic head."""
-    cluster = PgCluster()
-    try:
-        cluster.start()
-        url = cluster.create_database(TEMPLATE_DB)
-        command.upgrade(alembic_config(url), "head")
-        yield cluster, url
-    finally:
-        cluster.stop()
 
 
 def write_passfile(path: Path, port: int, password: str) -> None:
