@@ -60,11 +60,16 @@ def is_auth_failure(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError) and any(text in str(exc) for text in AUTH_FAILURES)
 
 
-def _auth_retry_message(budget_seconds: float, delay: float) -> str:
-    return (
-        "the database refused the app login's password; a rotation writes the new one to PGPASSFILE right "
-        f"after changing it: connecting again in {delay:.2f} s (for up to {budget_seconds:g} s)"
-    )
+def _auth_retry_delay(exc: psycopg.OperationalError, delays: Iterator[float], budget_seconds: float) -> float | None:
+    """The pause before the next attempt after `exc`, logged; None (re-raise) unless it is an auth failure
+    and the budget lasts. Shared by the sync and the async connect below."""
+    delay = next(delays, None) if is_auth_failure(exc) else None
+    if delay is not None:
+        logger.warning(
+            "the database refused the app login's password; a rotation writes the new one to PGPASSFILE right "
+            f"after changing it: connecting again in {delay:.2f} s (for up to {budget_seconds:g} s)"
+        )
+    return delay
 
 
 def connect_with_auth_retry(connect: Callable[[], T], budget_seconds: float) -> T:
@@ -79,10 +84,8 @@ def connect_with_auth_retry(connect: Callable[[], T], budget_seconds: float) -> 
         try:
             return connect()
         except psycopg.OperationalError as exc:
-            delay = next(delays, None) if is_auth_failure(exc) else None
-            if delay is None:
+            if (delay := _auth_retry_delay(exc, delays, budget_seconds)) is None:
                 raise
-            logger.warning(_auth_retry_message(budget_seconds, delay))
             time.sleep(delay)
 
 
@@ -98,10 +101,8 @@ def auth_retrying_connection_class(budget_seconds: float) -> type[psycopg.AsyncC
                 try:
                     return await super().connect(*args, **kwargs)
                 except psycopg.OperationalError as exc:
-                    delay = next(delays, None) if is_auth_failure(exc) else None
-                    if delay is None:
+                    if (delay := _auth_retry_delay(exc, delays, budget_seconds)) is None:
                         raise
-                    logger.warning(_auth_retry_message(budget_seconds, delay))
                     await asyncio.sleep(delay)
 
     return AuthRetryingAsyncConnection
