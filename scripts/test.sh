@@ -6,11 +6,11 @@
 #
 # `all` runs in two phases. First a pool of TEST_JOBS (default 3) stages at a time: lint, syntax,
 # the pytest suites, every role scenario, and the site scenario up to its idempotence check
-# (create, converge, idempotence). These share nothing (each scenario has its own containers and
-# ports, each pytest suite starts its servers on free loopback ports), and on this 2-core machine a
-# single Ansible run leaves about half of it idle. Then the site scenario's verify alone: its rollout
-# tests put a load on the stack that saturates the machine by design, so nothing else may run beside
-# them. Each pooled stage writes to artifacts/test-logs/<stage>.log, printed whole when it ends.
+# (create, converge, idempotence) followed by its quiet tests. These share nothing (each scenario has
+# its own containers and ports, each pytest suite starts its servers on free loopback ports), and on
+# this 2-core machine a single Ansible run leaves about half of it idle. Then the site scenario's load
+# tests alone: they put a load on the stack that saturates the machine by design, so nothing else may
+# run beside them. Each pooled stage writes to artifacts/test-logs/<stage>.log, printed whole when it ends.
 # TEST_JOBS=1 runs everything one after the other.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -132,15 +132,23 @@ run_both_images() { # run_both_images SCENARIO: on Debian 12, then on Debian 13 
   stage "molecule $1 @debian13" env MOLECULE_IMAGE=nnp-systemd:debian13 molecule test -s "$1"
 }
 
-# The site scenario in two halves (its test_sequence, split where the load tests start).
+# The site scenario in three parts (its test_sequence, split where the load tests start): up (create,
+# converge, idempotence) and then its quiet tests (SITE_TESTS=quiet: the stack end to end, the browser,
+# the worker host killed; no load) in the pool, and its load tests (SITE_TESTS=load) alone after it.
 site_up() {
   molecule destroy -s site && molecule converge -s site && molecule idempotence -s site
+}
+run_site_up() {
+  rm -f "$LOGS/site-up.ok"
+  stage "molecule site: up" site_up || return
+  touch "$LOGS/site-up.ok"
+  stage "molecule site: quiet tests" env SITE_TESTS=quiet molecule verify -s site
 }
 site_verify() {
   local rc=0
   if [ -e "$LOGS/site-up.ok" ]; then
     # Also into a stage log, so that the failure summary at the end lists its failed tests too.
-    molecule verify -s site 2>&1 | tee "$LOGS/molecule-site--verify.log" || rc=$?
+    SITE_TESTS=load molecule verify -s site 2>&1 | tee "$LOGS/molecule-site--verify.log" || rc=$?
   else
     echo "the site scenario did not come up (see [molecule site: up] above): no verify" >&2
     rc=1
@@ -183,7 +191,7 @@ run_all() {
   # Long stages first, so the pool ends evenly. The app suite, whose fault tests time how fast a killed
   # worker's job comes back, starts after the site scenario's converge (five hosts at once) has run
   # for a while, beside the one-host role scenarios. Each entry: stage name | command.
-  jobs+=("molecule site: up|site_up_marked")
+  jobs+=("molecule site: up|run_site_up")
   jobs+=("pytest provision, roles|${PYTEST[*]} tests/provision tests/roles")
   jobs+=("molecule app|molecule test -s app")
   jobs+=("pytest app, harness|${PYTEST[*]} tests/app tests/browser tests/harness")
@@ -214,15 +222,14 @@ run_all() {
   printf '%-28s %-4s %5ss  (CPU %s%% busy, %s at a time)\n' "pool" "" $((SECONDS - start)) "$(cpu_since "$cpu")" \
     "$TEST_JOBS" >>"$SUMMARY"
   start=$SECONDS cpu=$(cpu_now)
-  stage "molecule site: verify" site_verify
-  printf '%-28s %-4s %5ss  (CPU %s%% busy)\n' "site verify" "" $((SECONDS - start)) "$(cpu_since "$cpu")" >>"$SUMMARY"
+  stage "molecule site: load tests" site_verify
+  printf '%-28s %-4s %5ss  (CPU %s%% busy)\n' "site load tests" "" $((SECONDS - start)) "$(cpu_since "$cpu")" >>"$SUMMARY"
   kill -TERM "$sampler" && wait "$sampler"
   {
     echo "CPU inside the containers, whole run (\"CPU here\" above is the stages' own processes):"
     cat "$LOGS/container-cpu.txt"
   } >>"$SUMMARY"
 }
-site_up_marked() { rm -f "$LOGS/site-up.ok"; site_up && touch "$LOGS/site-up.ok"; }
 
 what=${1:-all}
 shift || true

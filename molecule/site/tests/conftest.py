@@ -1,9 +1,16 @@
 """The site scenario's tests import the repository's browser driver (tests/browser) and stack.py; the
-fixtures the rollout tests share (test_30, test_40) are here."""
+fixtures the rollout tests share (test_30, test_40) are here.
+
+SITE_TESTS selects a phase: `quiet` (test_10, 20, 25: they put no load on the stack, and `make test` runs
+them in its pool right after the stack is up), `load` (test_30, 40: the saturating loads, which run with
+nothing beside them), or unset for all. The secrets check (test_90) ends every phase: it reads the
+phase's own ansible-playbook runs.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -48,13 +55,44 @@ HEAD_REVISION = max(path.name.split("_")[0] for path in (REPO / "alembic" / "ver
 PLANTED_MIGRATION = PLANTED_MIGRATION.replace("@HEAD@", HEAD_REVISION)
 
 
-@pytest.fixture(scope="session")
-def state() -> Iterator[dict[str, Any]]:
-    """What the tests hand on to each other; the figures are written to artifacts/site/ at the end."""
-    shared: dict[str, Any] = {"initial": live_releases()}
-    yield shared
+PHASES = {"quiet": ("test_10_", "test_20_", "test_25_"), "load": ("test_30_", "test_40_")}
+ALWAYS = "test_90_"
+
+
+def site_phase() -> str:
+    phase = os.environ.get("SITE_TESTS", "")
+    if phase and phase not in PHASES:
+        raise pytest.UsageError(f"SITE_TESTS={phase!r}: expected one of {', '.join(PHASES)} (or unset for all)")
+    return phase
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    phase = site_phase()
+    if not phase:
+        return
+    prefixes = (*PHASES[phase], ALWAYS)
+    keep = [item for item in items if item.path.name.startswith(prefixes)]
+    dropped = [item for item in items if not item.path.name.startswith(prefixes)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def figures() -> Iterator[None]:
+    """The figures the tests recorded (stack.FIGURES), written to artifacts/site/ at the end."""
+    yield
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "rollout-figures.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
+    path = ARTIFACTS / "rollout-figures.json"
+    # The load phase adds its figures to the quiet phase's (which runs first, on the same stack).
+    earlier = json.loads(path.read_text()) if site_phase() == "load" and path.exists() else {}
+    path.write_text(json.dumps({**earlier, **FIGURES}, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session")
+def state() -> dict[str, Any]:
+    """What the rollout tests hand on to each other."""
+    return {"initial": live_releases()}
 
 
 @pytest.fixture(scope="session")

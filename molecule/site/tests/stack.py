@@ -37,7 +37,7 @@ LB_URL = f"https://127.0.0.1:{LOCAL['local_lb_port']}"
 CA = STATE / "tls" / "ca.pem"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-central-1"}
 FACT_CACHE = REPO / ".cache" / "facts"
-# Figures of the rollout tests (test_30, test_40), written to artifacts/site/rollout-figures.json.
+# Figures of the tests (the worker host kill, the rollouts, operations): artifacts/site/rollout-figures.json.
 FIGURES: dict[str, Any] = {}
 # App passwords replaced by the rotation test, for the secrets check.
 OLD_PASSWORDS: list[str] = []
@@ -106,6 +106,8 @@ class Run:
 
 
 RUNS: list[Run] = []  # every run of the session, for the secrets check
+# The site phase (conftest.py), in the runs' log names: the quiet phase's must not be overwritten.
+PHASE = f"{os.environ['SITE_TESTS']}-" if os.environ.get("SITE_TESTS") else ""
 
 
 _RUNS_LOCK = threading.Lock()
@@ -132,7 +134,7 @@ def playbook(*args: str, timeout: float = 900, env: dict[str, str] | None = None
     with _RUNS_LOCK:
         RUNS.append(run)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / f"run-{len(RUNS):02d}.log").write_text(" ".join(argv) + "\n" + run.output)
+        (ARTIFACTS / f"run-{PHASE}{len(RUNS):02d}.log").write_text(" ".join(argv) + "\n" + run.output)
     return run
 
 
