@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -16,6 +17,7 @@ from app.api import datasets, models, ops, owners, predict, sessions
 from app.api.errors import register_exception_handlers
 from app.api.openapi import finish_openapi
 from app.api.ops import STATIC_DIR
+from app.core import metrics
 from app.core.config import ConfigError, Settings, get_settings
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -60,8 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await runtime.open()
             app.state.runtime = runtime
-            freeze_startup_objects()
-            yield
+            metrics.set_build_info(settings.release_id, settings.git_sha, torch.__version__)
+            async with metrics.pool_sampler(runtime):
+                freeze_startup_objects()
+                yield
         finally:
             gc.unfreeze()
             # uvicorn has stopped accepting connections and let in-flight requests finish by now.
@@ -86,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     finish_openapi(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if "/static" not in metrics.MOUNTS:
+        metrics.MOUNTS.append("/static")
 
     # Added innermost first: CORS, then the body limit, then request context (outermost).
     if settings.allowed_origins:

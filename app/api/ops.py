@@ -8,8 +8,9 @@ from pathlib import Path
 import anyio.to_thread
 import torch
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
+from app.core import metrics
 from app.ml import selftest as known_answer
 from app.runtime import Runtime
 from app.schemas.ops import HealthOut, NotReadyOut, ReadyOut, SelfTestFailedOut, SelfTestOut, VersionOut
@@ -94,3 +95,11 @@ async def version(request: Request) -> VersionOut:
 @router.get("/", include_in_schema=False)
 async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    """Prometheus metrics of every process of this slot (app.core.metrics). nginx serves this path to its
+    internal networks only, whatever nginx_internal_paths_public says."""
+    body = await anyio.to_thread.run_sync(metrics.exposition)
+    return Response(body, media_type=metrics.CONTENT_TYPE)

@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from app.core import metrics
 from app.core.logging import request_id_var
 
 Scope = MutableMapping[str, Any]
@@ -44,7 +45,8 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
 
 
 class RequestContextMiddleware:
-    """Request id (honours X-Request-ID), one JSON access line per request, and the catch-all 500.
+    """Request id (honours X-Request-ID), one JSON access line and the metrics per request (app.core.metrics),
+    and the catch-all 500.
 
     The catch-all lives here rather than in Starlette's ServerErrorMiddleware so that the 500 still
     carries the request id and the failure is logged once, with the id.
@@ -69,6 +71,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 0
+        metrics.IN_FLIGHT.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -88,13 +91,17 @@ class RequestContextMiddleware:
             body = {"detail": "internal server error", "request_id": request_id}
             await _send_json(send, 500, body, [id_header])
         finally:
+            seconds = time.perf_counter() - started
+            metrics.IN_FLIGHT.dec()
+            # The router left the matched route in the scope (the same dict all the way down).
+            metrics.observe_request(scope["method"], scope.get("route"), scope["path"], status, seconds)
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                 },
             )
             request_id_var.reset(token)

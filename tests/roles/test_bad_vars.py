@@ -146,6 +146,8 @@ CASES = [
     ("nginx", "main", {"nginx_internal_networks": ["internal"]}, "nginx_internal_networks must hold IPv4"),
     ("nginx", "main", {"nginx_internal_paths": ["version"]}, "nginx_internal_paths must hold paths that start"),
     ("nginx", "main", {"nginx_internal_paths": ["/a;b"]}, "nginx_internal_paths must hold paths that start"),
+    ("nginx", "main", {"nginx_metrics_path": "metrics"}, "nginx_metrics_path must be the absolute path"),
+    ("nginx", "main", {"nginx_metrics_path": "/a b"}, "nginx_metrics_path must be the absolute path"),
     ("nginx", "main", {"nginx_rate_limit_api_per_second": 0}, "must be positive whole numbers"),
     ("nginx", "main", {"nginx_rate_limit_training_burst": -1}, "nginx_rate_limit_training_burst (-1)"),
     ("nginx", "main", {"nginx_rate_limit_connections": "many"}, "nginx_rate_limit_connections"),

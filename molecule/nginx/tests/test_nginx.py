@@ -84,9 +84,9 @@ def test_forwarded_headers_count_only_from_the_trusted_load_balancer(host):
     assert nonsense["x-forwarded-proto"] == "https"
 
 
-@pytest.mark.parametrize("path", ["/version", "/api/openapi.json"])
+@pytest.mark.parametrize("path", ["/version", "/api/openapi.json", "/metrics"])
 def test_internal_paths_answer_the_private_networks_only(host, path):
-    """nginx_internal_paths: loopback (the deploy's checks on the host) and a private client behind the load
+    """nginx_internal_paths and nginx_metrics_path: loopback (the deploy's checks on the host) and a private client behind the load
     balancer (127.0.0.2 here) reach the app; a client on the internet gets 404 as for a path that does not
     exist, and cannot get through by claiming a private address in X-Forwarded-For."""
     assert echo(host, path=path)["path"] == path
