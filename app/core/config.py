@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, IPvAnyAddress, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(5.0, gt=0, le=3600)
     worker_stalled_seconds: float = Field(30.0, gt=0, le=86_400)
     worker_poll_seconds: float = Field(2.0, gt=0, le=3600)
+    # The worker's Prometheus metrics (app.worker.metrics) over HTTP on this address and port; port 0: none.
+    worker_metrics_port: int = Field(0, ge=0, le=65_535)
+    worker_metrics_address: IPvAnyAddress = IPv4Address("127.0.0.1")
     checkpoint_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     # Worker deaths and internal errors a session survives (resuming from its checkpoint) before it is interrupted.
     job_max_failures: int = Field(3, ge=0, le=1000)

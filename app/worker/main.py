@@ -23,12 +23,13 @@ import signal
 from collections.abc import Callable
 
 import procrastinate
+import torch
 from procrastinate import JobContext, RetryDecision
 from procrastinate.exceptions import JobAborted
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy
 from procrastinate.worker import Worker
-from sqlalchemy import delete, insert
+from sqlalchemy import Engine, delete, insert
 
 from app.core.config import ConfigError, Settings, load_settings
 from app.core.db import auth_retrying_connection_class, check_connection, create_db_engine
@@ -37,7 +38,7 @@ from app.ml.device import configure_threads, resolve_device
 from app.models import TrainingWorker
 from app.services import queue
 from app.services.ownership import Owner
-from app.worker import recovery, retention
+from app.worker import metrics, recovery, retention
 from app.worker.training_job import Aborted, Requeue, Superseded, TrainingRun, WorkerContext, record_failure
 
 logger = logging.getLogger("app.worker")
@@ -90,24 +91,39 @@ def train_session(context: JobContext, session_id: int) -> str:
     ctx: WorkerContext = context.additional_context[CONTEXT_KEY]
     assert context.job.id is not None
     run = TrainingRun(ctx, session_id, context.job.id, context.should_abort)
+    result = "error"
+    metrics.RUNNING.inc()
     try:
-        return run.run()
-    except (Requeue, Superseded):
-        raise  # Superseded: procrastinate marks this job failed; the run that replaced it owns the session
+        result = run.run()
+        return result
+    except Requeue:
+        result = "requeued"
+        raise
+    except Superseded:
+        result = "superseded"
+        raise  # procrastinate marks this job failed; the run that replaced it owns the session
     except Aborted as exc:
+        result = "stopped"
         raise JobAborted(str(exc)) from None
     except Exception as exc:
         logger.exception("training run failed", extra={"session_id": session_id, "job_id": context.job.id})
         reason = f"internal error: {exc.__class__.__name__}"
         if record_failure(ctx, session_id, context.job.id, run.attempt, reason):
+            result = "requeued"
             raise Requeue(reason) from exc
         raise
+    finally:
+        metrics.RUNNING.dec()
+        metrics.JOBS.labels(result if result in metrics.RESULTS else "error").inc()
 
 
-async def _register(ctx: WorkerContext, worker: Worker, settings: Settings, on_running: Callable[[], None]) -> None:
+async def _register(
+    ctx: WorkerContext, worker: Worker, settings: Settings, on_running: Callable[[], None], registered: list[int]
+) -> None:
     while worker.worker_id is None:
         await asyncio.sleep(0.02)
     worker_id = worker.worker_id
+    registered.append(worker_id)
     on_running()
 
     def write() -> None:
@@ -169,6 +185,39 @@ async def run_worker(settings: Settings) -> None:
     ctx = WorkerContext(settings, engine, device, Owner(host=settings.worker_host) if settings.worker_host else Owner())
     app = build_app(settings)
     loop = asyncio.get_running_loop()
+    registered: list[int] = []
+    server = metrics.MetricsServer(str(settings.worker_metrics_address), settings.worker_metrics_port)
+    if settings.worker_metrics_port:
+        try:
+            server.start(
+                engine, device, ctx.owner.host, settings.release_id, lambda: registered[0] if registered else None
+            )
+        except OSError as exc:
+            engine.dispose()
+            raise ConfigError(
+                f"cannot serve metrics on {settings.worker_metrics_address} port {settings.worker_metrics_port}"
+                f" (WORKER_METRICS_ADDRESS, WORKER_METRICS_PORT): {exc.strerror or exc}"
+            ) from None
+    try:
+        await _run(app, ctx, settings, device, engine, loop, registered)
+    finally:
+        server.stop()
+    if not ctx.draining.is_set():
+        # procrastinate stops a worker whose listener or periodic deferrer failed (a database restart
+        # cut their connections). Nobody asked for it: a failure, so that systemd starts it again.
+        raise WorkerStoppedError("the worker stopped without being asked to (its database connection failed?)")
+    logger.info("worker stopped")
+
+
+async def _run(
+    app: procrastinate.App,
+    ctx: WorkerContext,
+    settings: Settings,
+    device: torch.device,
+    engine: Engine,
+    loop: asyncio.AbstractEventLoop,
+    registered: list[int],
+) -> None:
     async with app.open_async():
         worker = Worker(
             app,
@@ -199,7 +248,7 @@ async def run_worker(settings: Settings) -> None:
 
         stop = asyncio.Event()
         side = [
-            asyncio.create_task(_register(ctx, worker, settings, handle_signals), name="register"),
+            asyncio.create_task(_register(ctx, worker, settings, handle_signals, registered), name="register"),
             asyncio.create_task(_sweep(app, ctx, settings, stop), name="sweep"),
         ]
         try:
@@ -219,11 +268,6 @@ async def run_worker(settings: Settings) -> None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.to_thread(_unregister, ctx), SHUTDOWN_STEP_SECONDS)
             engine.dispose()
-    if not ctx.draining.is_set():
-        # procrastinate stops a worker whose listener or periodic deferrer failed (a database restart
-        # cut their connections). Nobody asked for it: a failure, so that systemd starts it again.
-        raise WorkerStoppedError("the worker stopped without being asked to (its database connection failed?)")
-    logger.info("worker stopped")
 
 
 class WorkerStoppedError(RuntimeError):

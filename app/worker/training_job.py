@@ -8,6 +8,7 @@ cannot overwrite the run that replaced it; it notices at its next write and give
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from app.models import (
 )
 from app.services import queue
 from app.services.ownership import Owner
+from app.worker import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +217,7 @@ class TrainingRun:
         """Write pending metrics (and a checkpoint of the current state); read the stop flag back."""
         self._last_sync = time.monotonic()
         pending, self._pending = self._pending, []
-        with self.ctx.engine.begin() as conn:
+        with metrics.checkpoint_timer() if checkpoint else contextlib.nullcontext(), self.ctx.engine.begin() as conn:
             values: dict[str, object] = {"heartbeat_at": func.now()}
             if pending:
                 last = pending[-1]

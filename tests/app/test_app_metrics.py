@@ -1,28 +1,38 @@
-"""Prometheus metrics of the web processes (app.core.metrics): GET /metrics.
+"""Prometheus metrics of the web processes (app.core.metrics, GET /metrics) and of a worker (app.worker.metrics).
 
 In process (TestClient): the series and their labels (route templates, never raw paths or ids; one
 "unmatched" series for paths no route takes; the release in nnp_build_info; both pools). Under a real
 Uvicorn with two processes in multiprocess mode, as in a slot: every scrape, whichever process answers
 it, counts the requests of both exactly; and after one process is killed with SIGKILL (Uvicorn starts a
 new one) its counts stay while its gauges go, so the pool sizes add up to the live processes only.
+A worker on its own port: what it is, its heartbeat, every queue's depth and the age of its oldest job,
+a training running and then counted, its checkpoints timed; a database it cannot reach makes a scrape
+say so; a port already taken stops it at start with a message naming the settings.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from appserver import AppServer
 from fastapi.testclient import TestClient
+from helpers import create_model, start_session, wait_for_session
+from pgcluster import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from sqlalchemy import create_engine
+from workerproc import WorkerProcess
 
 from app.core.config import Settings
+from app.worker.metrics import DatabaseCollector
 
 Samples = list[Sample]
 
@@ -169,3 +179,86 @@ def test_every_scrape_adds_up_every_process_and_a_killed_one_keeps_its_counts_no
     assert healthz_total(samples) == 200
     assert value(samples, "nnp_http_requests_in_flight") == 1
     assert not list(folder.glob(f"gauge_live*_{first}.db")), "the killed process's live gauges stayed"
+
+
+# -- the worker's metrics (app.worker.metrics) --------------------------------------------------------
+
+
+def worker_samples(port: int) -> Samples:
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    return parse(response.text)
+
+
+def test_a_worker_serves_what_it_is_its_queue_its_heartbeat_and_its_trainings(
+    database_url: str, client: TestClient, clean_db: None
+) -> None:
+    port = free_port()
+    with WorkerProcess(database_url, WORKER_METRICS_PORT=str(port), WORKER_HOST="metrics-host") as worker:
+        samples = worker_samples(port)
+        info = [s.labels for s in samples if s.name == "nnp_worker_info" and s.value == 1]
+        assert info == [{"host": "metrics-host", "release": "test-worker", "device": "cpu", "queue": "training-cpu"}]
+        assert value(samples, "nnp_worker_database_up") == 1
+        beat = value(samples, "nnp_worker_heartbeat_timestamp_seconds")
+        assert abs(time.time() - beat) < 10, beat  # heartbeats every 0.5 s here (FAST_WORKER_ENV)
+        # Every known queue is there, at 0, before any job.
+        queues = {(s.labels["queue"], s.labels["status"]) for s in samples if s.name == "nnp_queue_jobs"}
+        assert queues == {(q, st) for q in ("training-cpu", "training-cuda", "maintenance") for st in ("todo", "doing")}
+        assert value(samples, "nnp_worker_jobs_running") == 0
+
+        # A job no worker here takes (no cuda worker): it waits, and the age of the queue grows.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, args) VALUES ('training-cuda', 'x', '{}')"
+            )
+        time.sleep(2)
+        samples = worker_samples(port)
+        assert value(samples, "nnp_queue_jobs", queue="training-cuda", status="todo") == 1
+        assert value(samples, "nnp_queue_oldest_job_age_seconds", queue="training-cuda") >= 2
+        assert value(samples, "nnp_queue_oldest_job_age_seconds", queue="training-cpu") == 0
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM procrastinate_jobs WHERE queue_name = 'training-cuda'")
+
+        # A training with a checkpoint every 0.2 s: running while it runs, then counted as completed.
+        model = create_model(client, "metrics", dataset_params={"n_samples": 1000})
+        session = start_session(client, model["id"], epochs=30, batch_size=5, checkpoint_interval_seconds=0.2)
+        deadline = time.monotonic() + 60
+        while value(samples := worker_samples(port), "nnp_worker_jobs_running") != 1:
+            assert time.monotonic() < deadline, "the worker never showed its training running"
+            time.sleep(0.05)
+        assert value(samples, "nnp_queue_jobs", queue="training-cpu", status="doing") == 1
+        assert wait_for_session(client, session["id"])["status"] == "completed"
+        samples = worker_samples(port)
+        assert value(samples, "nnp_worker_jobs_running") == 0
+        assert value(samples, "nnp_worker_jobs_total", result="completed") == 1
+        assert value(samples, "nnp_worker_jobs_total", result="requeued") == 0
+        assert value(samples, "nnp_worker_checkpoint_duration_seconds_count") >= 2
+        assert value(samples, "nnp_worker_checkpoint_duration_seconds_sum") > 0
+        assert not [s for s in samples if s.name.startswith("nnp_worker_gpu")]  # a CPU worker
+        assert worker.proc is not None
+        assert worker.proc.poll() is None
+
+
+def test_without_its_database_a_worker_scrape_says_so_instead_of_failing() -> None:
+    engine = create_engine(
+        f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none", connect_args={"connect_timeout": 2}
+    )
+    samples = [s for family in DatabaseCollector(engine, lambda: 7).collect() for s in family.samples]
+    assert [(s.name, s.value) for s in samples] == [("nnp_worker_database_up", 0.0)]
+
+
+def test_a_worker_whose_metrics_port_is_taken_stops_at_start_naming_it(database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = WorkerProcess(database_url, WORKER_METRICS_PORT=str(port))
+        try:
+            worker.start(wait=False)
+            assert worker.proc is not None
+            assert worker.proc.wait(60) == 2
+            assert f"cannot serve metrics on 127.0.0.1 port {port} (WORKER_METRICS_ADDRESS, WORKER_METRICS_PORT)" in (
+                worker.log_text()
+            )
+        finally:
+            worker.close()
