@@ -115,6 +115,8 @@ CASES = [
     ("app", "switch", {"app_slot_memory_mib": 0}, "app_slot_memory_mib (>= 1, got 0)"),
     ("app", "switch", {"app_gate_known_answer": []}, "app_gate_known_answer must list the numbers"),
     ("app", "stage", {"app_workers": 0}, "app_workers (1-64, got 0)"),
+    ("app", "stage", {"app_worker_metrics_port": 70000}, "app_worker_metrics_port (0-65535, got 70000)"),
+    ("app", "stage", {"app_worker_metrics_address": "localhost"}, "app_worker_metrics_address (an IP address, got"),
     (
         "app",
         "switch",

@@ -419,6 +419,36 @@ def test_the_worker_runs_the_live_release_below_the_slots_and_the_slots_do_not_t
     assert spent < 5, f"the slot spent {spent:.1f} CPU seconds during a training it should not run"
 
 
+def test_metrics_of_every_slot_process_through_nginx_and_of_the_worker_on_its_port(host, fact):
+    """GET /metrics through nginx (loopback is an internal client): the live slot's two processes each keep
+    their samples in the slot's runtime folder and the answer adds them up, naming the live release. The
+    worker serves its own on app_worker_metrics_port: what it is, its heartbeat and every queue."""
+    environment = host.check_output(f"systemctl show -p Environment --value {UNIT}")
+    assert f"PROMETHEUS_MULTIPROC_DIR=/run/nnp-app/{SLOT}/metrics" in environment.split(), environment
+    for _ in range(3):
+        host.check_output(f"curl -sf http://127.0.0.1:{PORT}/healthz")
+    text = host.check_output(f"curl -sf http://127.0.0.1:{PORT}/metrics")
+    healthz = re.search(r'^nnp_http_requests_total{method="GET",route="/healthz",status="200"} (\S+)$', text, re.M)
+    assert healthz, text[-3000:]
+    assert float(healthz[1]) >= 3, healthz[0]
+    assert re.search(rf'^nnp_build_info{{[^}}]*release="{fact["release"]}"[^}}]*}} 1\.0$', text, re.M), text[-3000:]
+    files = host.check_output(f"ls /run/nnp-app/{SLOT}/metrics").split()
+    processes = {name.rsplit("_", 1)[1] for name in files if name.startswith("gauge_max_")}
+    assert len(processes) == 2, files  # app_workers: 2, each wrote its build info
+    owner = host.check_output(f"stat -c %U /run/nnp-app/{SLOT}/metrics")
+    assert owner == "nnp"
+
+    worker = host.check_output("curl -sf http://127.0.0.1:18191/metrics")
+    labels = f'host="app-instance",release="{fact["release"]}",device="cpu",queue="training-cpu"'
+    assert re.search(r"^nnp_worker_info{" + re.escape(labels) + r"} 1\.0$", worker, re.M), worker
+    assert re.search(r"^nnp_worker_database_up 1\.0$", worker, re.M), worker
+    assert re.search(r"^nnp_worker_heartbeat_timestamp_seconds ", worker, re.M), worker
+    assert re.search(r'^nnp_queue_jobs{queue="training-cuda",status="todo"} 0\.0$', worker, re.M), worker
+    # Loopback only (app_worker_metrics_address): nothing listens on the port's other addresses.
+    assert host.socket("tcp://127.0.0.1:18191").is_listening
+    assert not host.socket("tcp://0.0.0.0:18191").is_listening
+
+
 def test_zz_stopping_a_slot_lets_its_open_requests_finish(host):
     """A rollout stops the old slot after nginx moved away from it: what it still serves must finish. Four
     slow requests straight to the live slot's socket (1000-row predictions whose 17 kB bodies curl uploads
