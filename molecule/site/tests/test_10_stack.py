@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections import Counter
@@ -9,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from stack import HOSTS, host_client, host_get, lb_client, live_releases, operator_token, owner_header
+import yaml
+from stack import HOSTS, INVENTORY, host_client, host_get, lb_client, live_releases, operator_token, owner_header
 
 POINTS = [[0.6, 0.7], [-0.6, 0.7], [-0.4, -0.8], [0.9, -0.2]]
 
@@ -82,6 +84,29 @@ def test_every_host_serves_the_same_release_as_the_front_door() -> None:
     assert len(set(releases.values())) == 1, releases
     with lb_client() as client:
         assert client.get("/version").json()["release_id"] in releases.values()
+
+
+def test_every_host_serves_its_metrics_inside_and_the_front_door_keeps_them_from_the_internet() -> None:
+    """Each web host's nginx serves its live slot's metrics (both processes added up) to loopback, naming
+    the live release; each worker (web1, web2 and gpu1) serves its own on its port, naming its host; a
+    client on the internet gets 404 for /metrics through the front door, loopback gets them."""
+    releases = live_releases()
+    for host in HOSTS:
+        with host_client(host) as client:
+            answer = client.get("/metrics")
+        assert answer.status_code == 200, (host, answer.text)
+        assert re.search(rf'^nnp_build_info{{[^}}]*release="{releases[host]}"[^}}]*}} 1\.0$', answer.text, re.M), host
+        assert re.search(r'^nnp_http_requests_total{method="GET",route="/readyz",status="200"} ', answer.text, re.M)
+    release = releases[sorted(HOSTS)[0]]
+    for host in (*sorted(HOSTS), "gpu1"):
+        port = yaml.safe_load((INVENTORY / "host_vars" / f"{host}.yml").read_text())["app_worker_metrics_port"]
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        labels = f'host="{host}",release="{release}",device="cpu",queue="training-cpu"'
+        assert f"nnp_worker_info{{{labels}}} 1.0" in text, (host, text[-2000:])
+        assert "nnp_worker_database_up 1.0" in text, host
+    with lb_client() as client:
+        assert client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.61"}).status_code == 404
+        assert "nnp_build_info{" in client.get("/metrics").text
 
 
 def test_a_model_trained_through_one_host_predicts_the_same_on_the_other() -> None:
