@@ -189,7 +189,7 @@ def test_secrets_stay_in_the_env_file(host, hostvars, releases):
         ("User", "nnp"),
         ("Group", "nnp"),
         ("WorkingDirectory", f"{ROOT}/slots/{SLOT}"),
-        ("RuntimeDirectory", f"nnp-app/{SLOT}"),
+        ("RuntimeDirectory", f"nnp-app/{SLOT} nnp-app/{SLOT}/metrics"),
         ("Restart", "on-failure"),
         ("KillMode", "mixed"),
         ("TimeoutStopUSec", "30s"),
@@ -439,7 +439,8 @@ def test_metrics_of_every_slot_process_through_nginx_and_of_the_worker_on_its_po
     assert owner == "nnp"
 
     worker = host.check_output("curl -sf http://127.0.0.1:18191/metrics")
-    labels = f'host="app-instance",release="{fact["release"]}",device="cpu",queue="training-cpu"'
+    # The exposition sorts labels by name.
+    labels = f'device="cpu",host="app-instance",queue="training-cpu",release="{fact["release"]}"'
     assert re.search(r"^nnp_worker_info{" + re.escape(labels) + r"} 1\.0$", worker, re.M), worker
     assert re.search(r"^nnp_worker_database_up 1\.0$", worker, re.M), worker
     assert re.search(r"^nnp_worker_heartbeat_timestamp_seconds ", worker, re.M), worker

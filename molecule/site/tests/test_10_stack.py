@@ -101,7 +101,7 @@ def test_every_host_serves_its_metrics_inside_and_the_front_door_keeps_them_from
     for host in (*sorted(HOSTS), "gpu1"):
         port = yaml.safe_load((INVENTORY / "host_vars" / f"{host}.yml").read_text())["app_worker_metrics_port"]
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        labels = f'host="{host}",release="{release}",device="cpu",queue="training-cpu"'
+        labels = f'device="cpu",host="{host}",queue="training-cpu",release="{release}"'  # sorted by name
         assert f"nnp_worker_info{{{labels}}} 1.0" in text, (host, text[-2000:])
         assert "nnp_worker_database_up 1.0" in text, host
     with lb_client() as client:
