@@ -64,3 +64,20 @@ def test_firewall_rules_written(host):
 def test_firewall_left_inactive_in_container(host):
     # common_firewall_activate=false: the scenario must not touch the host's iptables.
     assert "ENABLED=no" in host.file("/etc/ufw/ufw.conf").content_string
+
+
+def test_node_exporter_reports_the_host_and_the_chosen_units_on_loopback_only(host):
+    """prometheus-node-exporter on 127.0.0.1:18100 (the scenario's port): the host's memory and
+    filesystems, and the state of the units common_node_exporter_systemd_units names, not others."""
+    service = host.service("prometheus-node-exporter")
+    assert service.is_running
+    assert service.is_enabled
+    assert host.socket("tcp://127.0.0.1:18100").is_listening
+    assert not host.socket("tcp://0.0.0.0:18100").is_listening
+    assert not host.package("prometheus-node-exporter-collectors").is_installed
+    text = host.check_output("curl -sf http://127.0.0.1:18100/metrics")
+    assert "\nnode_memory_MemAvailable_bytes " in text
+    assert 'node_systemd_unit_state{name="systemd-journald.service",state="active"' in text
+    assert 'node_scrape_collector_success{collector="systemd"} 1' in text
+    # Every other unit is left out (this one exists on every systemd host).
+    assert 'name="systemd-tmpfiles-setup.service"' not in text
