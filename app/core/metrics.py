@@ -17,6 +17,7 @@ What is measured, and why these labels (a bounded set: never a raw path, an id o
 * nnp_db_pool_connections{pool, state}, nnp_db_pool_max_connections{pool} and
   nnp_db_pool_waiting_requests{pool}: the ORM pool (`orm`, writes) and the async read pool (`read`),
   sampled every POOL_SAMPLE_SECONDS by each process;
+* nnp_app_ready: 1 while every process of the slot is ready (/readyz), sampled with the pools;
 * nnp_build_info{release, git_sha, python, torch}: 1 for the running release (a graph's marker of a deploy).
 """
 
@@ -81,6 +82,10 @@ POOL_MAX = Gauge(
 POOL_WAITING = Gauge(
     "nnp_db_pool_waiting_requests", "Requests waiting for a connection of the pool.", ["pool"],
     multiprocess_mode="livesum",
+)  # fmt: skip
+READY = Gauge(
+    "nnp_app_ready", "1 while every process of the slot is ready (what /readyz answers), else 0.",
+    multiprocess_mode="livemin",
 )  # fmt: skip
 BUILD_INFO = Gauge(
     "nnp_build_info", "1 for the release this slot runs.", ["release", "git_sha", "python", "torch"],
@@ -170,7 +175,7 @@ def exposition() -> bytes:
 
 
 def sample_pools(runtime: Runtime) -> None:
-    """One sample of both pools into the gauges (this process's share of the slot's sums)."""
+    """One sample of both pools (this process's share of the slot's sums) and of its readiness."""
     pool = runtime.engine.pool
     checked_out = pool.checkedout()  # type: ignore[attr-defined]  # QueuePool's, the engine's pool class
     POOL_CONNECTIONS.labels("orm", "in_use").set(checked_out)
@@ -183,11 +188,12 @@ def sample_pools(runtime: Runtime) -> None:
     POOL_CONNECTIONS.labels("read", "idle").set(idle)
     POOL_MAX.labels("read").set(runtime.read_pool.max_size)
     POOL_WAITING.labels("read").set(stats.get("requests_waiting", 0))
+    READY.set(1 if runtime.readiness.current().reason is None else 0)
 
 
 @contextlib.asynccontextmanager
 async def pool_sampler(runtime: Runtime, interval: float = POOL_SAMPLE_SECONDS) -> AsyncIterator[None]:
-    """Samples the pools every `interval` seconds while the app runs."""
+    """Samples the pools and readiness every `interval` seconds while the app runs."""
 
     async def loop() -> None:
         while True:

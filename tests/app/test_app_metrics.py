@@ -91,6 +91,7 @@ def test_requests_are_counted_by_route_template_method_and_status(client: TestCl
     assert value(after, "nnp_db_pool_max_connections", pool="orm") == 2 * settings.db_pool_size
     assert value(after, "nnp_db_pool_max_connections", pool="read") == settings.db_pool_size
     assert value(after, "nnp_db_pool_connections", pool="read") >= 1  # the read pool keeps one open
+    assert value(after, "nnp_app_ready") == 1
 
 
 def test_metrics_are_not_in_the_api_document(client: TestClient) -> None:

@@ -73,9 +73,22 @@ def test_readyz_is_503_when_the_schema_is_not_at_head(fast_client: TestClient, d
         models = fast_client.get("/api/models")
         assert models.status_code == 503
         assert "schema" in models.json()["detail"]
+        wait_for_ready_metric(fast_client, 0)  # what the monitoring host alerts on
     finally:
         command.upgrade(cfg, "head")
     assert wait_for_readyz(fast_client, 200, timeout=5).json() == READY
+    wait_for_ready_metric(fast_client, 1)
+
+
+def wait_for_ready_metric(client: TestClient, expected: int, timeout: float = 10.0) -> None:
+    """Until GET /metrics has nnp_app_ready at `expected` (sampled every 2 s, app.core.metrics)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith("nnp_app_ready "))
+        if float(line.split()[1]) == expected:
+            return
+        assert time.monotonic() < deadline, line
+        time.sleep(0.2)
 
 
 def test_readyz_stays_ready_on_a_newer_schema(fast_client: TestClient, database_url: str) -> None:
