@@ -47,11 +47,13 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests" / "app")]
 # torch warns at import when numpy is missing; nothing here needs numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
+import httpx  # noqa: E402
 import psycopg  # noqa: E402
 import torch  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from appserver import AppServer  # noqa: E402
-from pgcluster import PgCluster  # noqa: E402
+from pgcluster import PgCluster, free_port  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from workerproc import FAST_WORKER_ENV, WorkerProcess  # noqa: E402
 
 from alembic import command  # noqa: E402
@@ -167,8 +169,8 @@ class GpuCheck:
     def check(self, name: str, ok: bool, detail: str, required: bool = True) -> None:
         self.checks.append(Check(name, bool(ok), detail, required))
 
-    def spawn(self, device: str) -> WorkerProcess:
-        worker = WorkerProcess(self.url, WORKER_DEVICE=device, RELEASE_ID="gpu-check")
+    def spawn(self, device: str, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(self.url, WORKER_DEVICE=device, RELEASE_ID="gpu-check", **env)
         self.workers.append(worker)
         return worker.start(wait=False)
 
@@ -261,6 +263,38 @@ class GpuCheck:
             f" device {session['device']}",
         )
         return session, model_id
+
+    def worker_metrics(self, port: int) -> None:
+        """The first worker's Prometheus metrics (app.worker.metrics): what it is, its two trainings, and on
+        CUDA the device's memory as torch sees it."""
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+        def value(name: str, **labels: str) -> float | None:
+            return samples.get((name, tuple(sorted(labels.items()))))
+
+        info = [labels for (name, labels), v in samples.items() if name == "nnp_worker_info" and v == 1]
+        completed = value("nnp_worker_jobs_total", result="completed")
+        memory = {kind: value("nnp_worker_gpu_memory_bytes", kind=kind) for kind in ("allocated", "reserved", "total")}
+        self.results["worker_metrics"] = {"info": [dict(x) for x in info], "completed": completed, "gpu_memory": memory}
+        self.check(
+            f"worker metrics name the {self.device} worker and count its 2 trainings",
+            len(info) == 1 and dict(info[0])["device"] == self.device and completed == 2,
+            f"nnp_worker_info {[dict(x) for x in info]}, completed {completed}",
+        )
+        if self.device == "cuda":
+            total = memory["total"] or 0
+            self.check(
+                "worker metrics report the GPU's memory",
+                total > 0 and memory["allocated"] is not None and memory["reserved"] is not None,
+                ", ".join(f"{kind} {(v or 0) / 2**20:.1f} MiB" for kind, v in memory.items()),
+            )
+        else:
+            self.check("a CPU worker reports no GPU memory", all(v is None for v in memory.values()), f"{memory}")
 
     def checkpointed_past(self, session_id: int, epoch: int) -> bool:
         status, _, current = self.session_row(session_id)
@@ -368,7 +402,8 @@ class GpuCheck:
         )
 
     def run(self) -> None:
-        first = self.spawn(self.device)
+        metrics_port = free_port()
+        first = self.spawn(self.device, WORKER_METRICS_PORT=str(metrics_port))
         comparison = self.spawn("cpu") if self.device == "cuda" else None
         self.server.wait_ready(120)
         self.http.headers.update(self.server.owner_header())
@@ -382,6 +417,7 @@ class GpuCheck:
         # Alone on its queue: the warm-up and the timed run land on the same worker.
         _, reference_model = self.timed_training(self.device)
         self.watch.lap(f"warm-up and training on {self.device}")
+        self.worker_metrics(metrics_port)
         # The standbys start only now (while the CPU comparison, if any, trains on its own queue).
         standbys = [self.spawn(self.device), self.spawn(self.device)]
         if comparison is not None:

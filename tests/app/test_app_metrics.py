@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import torch
 from appserver import AppServer
 from fastapi.testclient import TestClient
 from helpers import create_model, start_session, wait_for_session
@@ -32,7 +33,7 @@ from sqlalchemy import create_engine
 from workerproc import WorkerProcess
 
 from app.core.config import Settings
-from app.worker.metrics import DatabaseCollector
+from app.worker.metrics import DatabaseCollector, GpuCollector
 
 Samples = list[Sample]
 
@@ -263,3 +264,18 @@ def test_a_worker_whose_metrics_port_is_taken_stops_at_start_naming_it(database_
             )
         finally:
             worker.close()
+
+
+def test_a_cuda_workers_scrape_reports_the_devices_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GpuCollector against torch.cuda's answers (no GPU here; scripts/gpu-check.sh checks it on one)."""
+    device = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (70 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d: 3 * 2**20)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 20 * 2**20)
+    samples = [s for family in GpuCollector(device).collect() for s in family.samples]
+    assert {s.labels["kind"]: s.value for s in samples if s.name == "nnp_worker_gpu_memory_bytes"} == {
+        "allocated": 3 * 2**20,
+        "reserved": 20 * 2**20,
+        "free": 70 * 2**30,
+        "total": 80 * 2**30,
+    }

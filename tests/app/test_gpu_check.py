@@ -37,7 +37,7 @@ def test_cpu_run_passes_every_check(tmp_path: Path) -> None:
     # Every check, informational ones included, passes on CPU; a check that is dropped fails the count.
     failed = [check for check in report["checks"] if not check["ok"]]
     assert not failed, failed
-    assert len(report["checks"]) == 10
+    assert len(report["checks"]) == 12
     assert all(check["required"] for check in report["checks"])
 
     results = report["results"]
@@ -54,6 +54,10 @@ def test_cpu_run_passes_every_check(tmp_path: Path) -> None:
     assert resumed["handover_sigkill_s"] < 20
     assert results["weights"] == {"bit_identical": True, "max_abs_diff": 0.0}
     assert report["environment"]["torch"] == torch.__version__
+    metrics = results["worker_metrics"]
+    assert [info["device"] for info in metrics["info"]] == ["cpu"]
+    assert metrics["completed"] == 2
+    assert metrics["gpu_memory"] == {"allocated": None, "reserved": None, "total": None}
 
     assert "train on cpu" in result.stdout
     assert "handover to the standby worker after SIGTERM" in result.stdout
