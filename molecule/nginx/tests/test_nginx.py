@@ -86,9 +86,9 @@ def test_forwarded_headers_count_only_from_the_trusted_load_balancer(host):
 
 @pytest.mark.parametrize("path", ["/version", "/api/openapi.json", "/metrics"])
 def test_internal_paths_answer_the_private_networks_only(host, path):
-    """nginx_internal_paths and nginx_metrics_path: loopback (the deploy's checks on the host) and a private client behind the load
-    balancer (127.0.0.2 here) reach the app; a client on the internet gets 404 as for a path that does not
-    exist, and cannot get through by claiming a private address in X-Forwarded-For."""
+    """nginx_internal_paths and nginx_metrics_path: loopback (the deploy's checks on the host) and a private
+    client behind the load balancer (127.0.0.2 here) reach the app; a client on the internet gets 404 as for
+    a path that does not exist, and cannot get through by claiming a private address in X-Forwarded-For."""
     assert echo(host, path=path)["path"] == path
     assert echo(host, "-H 'X-Forwarded-For: 10.1.2.3'", "--interface 127.0.0.2", path=path)["path"] == path
     for chain in ("203.0.113.9", "10.1.2.3, 203.0.113.9"):
