@@ -23,13 +23,12 @@ import signal
 from collections.abc import Callable
 
 import procrastinate
-import torch
 from procrastinate import JobContext, RetryDecision
 from procrastinate.exceptions import JobAborted
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy
 from procrastinate.worker import Worker
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import delete, insert
 
 from app.core.config import ConfigError, Settings, load_settings
 from app.core.db import auth_retrying_connection_class, check_connection, create_db_engine
@@ -184,7 +183,6 @@ async def run_worker(settings: Settings) -> None:
     check_connection(engine)
     ctx = WorkerContext(settings, engine, device, Owner(host=settings.worker_host) if settings.worker_host else Owner())
     app = build_app(settings)
-    loop = asyncio.get_running_loop()
     registered: list[int] = []
     server = metrics.MetricsServer(str(settings.worker_metrics_address), settings.worker_metrics_port)
     if settings.worker_metrics_port:
@@ -199,7 +197,7 @@ async def run_worker(settings: Settings) -> None:
                 f" (WORKER_METRICS_ADDRESS, WORKER_METRICS_PORT): {exc.strerror or exc}"
             ) from None
     try:
-        await _run(app, ctx, settings, device, engine, loop, registered)
+        await _run(app, ctx, registered)
     finally:
         server.stop()
     if not ctx.draining.is_set():
@@ -209,15 +207,8 @@ async def run_worker(settings: Settings) -> None:
     logger.info("worker stopped")
 
 
-async def _run(
-    app: procrastinate.App,
-    ctx: WorkerContext,
-    settings: Settings,
-    device: torch.device,
-    engine: Engine,
-    loop: asyncio.AbstractEventLoop,
-    registered: list[int],
-) -> None:
+async def _run(app: procrastinate.App, ctx: WorkerContext, registered: list[int]) -> None:
+    settings, device, loop = ctx.settings, ctx.device, asyncio.get_running_loop()
     async with app.open_async():
         worker = Worker(
             app,
@@ -267,7 +258,7 @@ async def _run(
                 logger.warning("%s did not stop within %s s; exiting anyway", task.get_name(), SHUTDOWN_STEP_SECONDS)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.to_thread(_unregister, ctx), SHUTDOWN_STEP_SECONDS)
-            engine.dispose()
+            ctx.engine.dispose()
 
 
 class WorkerStoppedError(RuntimeError):
