@@ -19,6 +19,8 @@ up)
   url="https://127.0.0.1:8443/"
   ca="$PWD/.local/tls/ca.pem"
   curl --silent --show-error --fail --cacert "$ca" "${url}version" >/dev/null
+  curl --silent --show-error --fail http://127.0.0.1:26090/-/ready >/dev/null
+  curl --silent --show-error --fail http://127.0.0.1:26093/-/ready >/dev/null
   cat <<MSG
 
 The playground is up in $((SECONDS - start)) s: $url  (also https://nnp.localhost:8443/)
@@ -27,6 +29,8 @@ Its certificate is signed by the stack's own CA: $ca
   browser:  import $ca as a trusted authority (Chromium: Settings > Privacy and security >
             Security > Manage certificates > Authorities), or for this machine only:
             sudo cp $ca /usr/local/share/ca-certificates/nnp-local.crt && sudo update-ca-certificates
+Monitoring (mon1): Prometheus  http://127.0.0.1:26090/   Alertmanager  http://127.0.0.1:26093/
+  alerts go to the stack's webhook receiver, one JSON line each: $PWD/.local/services/alerts.jsonl
 Deploy a change: scripts/local.sh deploy   Remove everything: make down
 MSG
   ;;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Start and stop the local stack's services on this machine: moto (the AWS API), Pebble (ACME) and
-pebble-challtestsrv (Pebble's DNS, answering 127.0.0.1 for every name).
+"""Start and stop the local stack's services on this machine: moto (the AWS API), Pebble (ACME),
+pebble-challtestsrv (Pebble's DNS, answering 127.0.0.1 for every name) and the webhook receiver the
+monitoring host's Alertmanager notifies (scripts/alert_receiver.py, writing <state-dir>/services/alerts.jsonl).
 
 They run as background processes with pid files and logs in <state-dir>/services, on loopback only.
 `start` starts what is not running (and replaces a process whose pid file is stale), then waits until
@@ -123,6 +124,19 @@ def services(args: argparse.Namespace, folder: Path) -> list[Service]:
             env={"PEBBLE_VA_ALWAYS_VALID": "1", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
             marker="pebble-config",
         ),
+        Service(
+            "alerts",
+            [
+                sys.executable,
+                str(Path(__file__).with_name("alert_receiver.py")),
+                "--port",
+                str(args.alerts_port),
+                "--file",
+                str(folder / "alerts.jsonl"),
+            ],
+            [args.alerts_port],
+            marker="alert_receiver.py",
+        ),
     ]
 
 
@@ -159,7 +173,12 @@ def start(args: argparse.Namespace) -> dict[str, object]:
 def stop(args: argparse.Namespace) -> dict[str, object]:
     folder = Path(args.state_dir) / "services"
     stopped: list[str] = []
-    markers = {"moto": "moto", "challtestsrv": "pebble-challtestsrv", "pebble": "pebble-config"}
+    markers = {
+        "moto": "moto",
+        "challtestsrv": "pebble-challtestsrv",
+        "pebble": "pebble-config",
+        "alerts": "alert_receiver.py",
+    }
     for name, marker in markers.items():
         pid_file = folder / f"{name}.pid"
         pid = running_pid(pid_file, marker)
@@ -184,6 +203,7 @@ def main() -> None:
     parser.add_argument("--pebble-management-port", type=int, default=24015)
     parser.add_argument("--pebble-dns-port", type=int, default=24053)
     parser.add_argument("--pebble-dns-management-port", type=int, default=24055)
+    parser.add_argument("--alerts-port", type=int, default=26095)
     args = parser.parse_args()
     print(json.dumps(start(args) if args.action == "start" else stop(args)))
 

@@ -163,6 +163,7 @@ CASES = [
         "every static target needs a name and an address host:port",
     ),
     ("monitoring", "main", {"monitoring_probe_urls": ["http://x/"]}, "monitoring_probe_urls must be https:// URLs"),
+    ("monitoring", "main", {"monitoring_probe_ca_file": "ca.pem"}, "monitoring_probe_ca_file must be an absolute"),
     ("monitoring", "main", {"monitoring_alert_host_down_for": "2 minutes"}, "must be a Prometheus duration"),
     ("monitoring", "main", {"monitoring_alert_5xx_ratio": 5}, "must be between 0 and 1"),
     ("monitoring", "main", {"monitoring_alertmanager_sns_topic_arn": "nnp-alarms"}, "an SNS topic ARN"),

@@ -1,7 +1,7 @@
 """The site scenario's tests import the repository's browser driver (tests/browser) and stack.py; the
 fixtures the rollout tests share (test_30, test_40) are here.
 
-SITE_TESTS selects a phase: `quiet` (test_10, 20, 25: they put no load on the stack, and `make test` runs
+SITE_TESTS selects a phase: `quiet` (test_10, 15, 20, 25: they put no load on the stack, and `make test` runs
 them in its pool right after the stack is up), `load` (test_30, 40: the saturating loads, which run with
 nothing beside them), or unset for all. The secrets check (test_90) ends every phase: it reads the
 phase's own ansible-playbook runs.
@@ -50,12 +50,20 @@ def downgrade() -> None:
     op.drop_table("planted")
 '''
 
+# A route that fails (an unhandled error: the app answers 500 and counts it), for the 5xx alert (test_40).
+PLANTED_FAILING_ROUTE = """
+
+@app.get("/api/planted-failure", include_in_schema=False)
+def planted_failure() -> None:
+    raise RuntimeError("planted failure: the site scenario's burst of 5xx")
+"""
+
 # On top of the newest revision of this checkout, so that it is the only head.
 HEAD_REVISION = max(path.name.split("_")[0] for path in (REPO / "alembic" / "versions").glob("[0-9]*_*.py"))
 PLANTED_MIGRATION = PLANTED_MIGRATION.replace("@HEAD@", HEAD_REVISION)
 
 
-PHASES = {"quiet": ("test_10_", "test_20_", "test_25_"), "load": ("test_30_", "test_40_")}
+PHASES = {"quiet": ("test_10_", "test_15_", "test_20_", "test_25_"), "load": ("test_30_", "test_40_")}
 ALWAYS = "test_90_"
 
 
@@ -102,7 +110,12 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # What the converge deployed (this checkout: app_source_dir's default), live again after test_30's rollback.
         "live": REPO,
         "next": snapshot(folder, "next", append={"app/__init__.py": "# site scenario: a code-only change\n"}),
-        "single": snapshot(folder, "single", append={"app/__init__.py": "# site scenario: a one-host rollout\n"}),
+        # web1 keeps it live after test_40's one-host rollout, which the 5xx burst uses.
+        "single": snapshot(
+            folder,
+            "single",
+            append={"app/__init__.py": "# site scenario: a one-host rollout\n", "app/main.py": PLANTED_FAILING_ROUTE},
+        ),
         "broken": snapshot(folder, "broken", append={"app/main.py": PLANTED_FAULT}),
         "bad-migration": snapshot(
             folder, "bad-migration", files={"alembic/versions/0999_planted.py": PLANTED_MIGRATION}

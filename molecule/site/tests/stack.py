@@ -37,6 +37,10 @@ LB_URL = f"https://127.0.0.1:{LOCAL['local_lb_port']}"
 CA = STATE / "tls" / "ca.pem"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-central-1"}
 FACT_CACHE = REPO / ".cache" / "facts"
+MONITORING = yaml.safe_load((INVENTORY / "host_vars" / "mon1.yml").read_text())
+PROMETHEUS_URL = f"http://127.0.0.1:{MONITORING['monitoring_prometheus_port']}"
+# What the stack's webhook receiver got from Alertmanager (scripts/alert_receiver.py), one JSON line each.
+ALERTS_FILE = STATE / "services" / "alerts.jsonl"
 # Figures of the tests (the worker host kill, the rollouts, operations): artifacts/site/rollout-figures.json.
 FIGURES: dict[str, Any] = {}
 # App passwords replaced by the rotation test, for the secrets check.
@@ -457,3 +461,38 @@ def training_epochs(session_id: int) -> list[int]:
         metrics = client.get(f"/api/sessions/{session_id}/metrics")
         assert metrics.status_code == 200, metrics.text
         return [item["epoch"] for item in metrics.json()["items"]]
+
+
+def prometheus(path: str, **params: str) -> Any:
+    """The `data` of an answer of mon1's Prometheus HTTP API (/api/v1/<path>)."""
+    answer = httpx.get(f"{PROMETHEUS_URL}/api/v1/{path}", params=params, timeout=10)
+    answer.raise_for_status()
+    body = answer.json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def notifications() -> list[tuple[float, dict[str, Any]]]:
+    """(arrival time, Alertmanager's webhook payload) of every notification the receiver got."""
+    if not ALERTS_FILE.exists():
+        return []
+    lines = [json.loads(line) for line in ALERTS_FILE.read_text().splitlines() if line.strip()]
+    return [(line["received"], line["body"]) for line in lines]
+
+
+def wait_for_alert(name: str, instance: str, status: str, *, since: float, timeout: float) -> dict[str, Any]:
+    """The first notification that arrived after SINCE (a time.time()) in which alert NAME of INSTANCE has
+    STATUS (firing or resolved), with its arrival time as "received"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for received, body in notifications():
+            if received < since:
+                continue
+            for alert in body.get("alerts", []):
+                labels = alert.get("labels", {})
+                if (labels.get("alertname"), labels.get("instance"), alert.get("status")) == (name, instance, status):
+                    return {**alert, "received": received}
+        got = [(a["labels"].get("alertname"), a["labels"].get("instance"), a["status"]) for _, b in notifications()
+               for a in b.get("alerts", [])]  # fmt: skip
+        assert time.monotonic() < deadline, f"no {status} {name} for {instance} at the webhook in {timeout} s: {got}"
+        time.sleep(0.5)

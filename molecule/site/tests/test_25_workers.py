@@ -1,6 +1,7 @@
 """The training pool: gpu1 (group gpu) runs a worker and serves nothing; a worker's host stopped hard
 (`docker kill`) mid-training loses nothing: another host's worker finishes the training from its last
-checkpoint, each epoch once."""
+checkpoint, each epoch once. The monitoring host pages it (NnpWorkerHeartbeatMissing naming gpu1, at the
+stack's webhook) and sends the resolution once gpu1's worker is back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stack import FIGURES, deploy, docker_exec, lb_client, live_releases, training_epochs, wait_for_training
+from stack import (
+    FIGURES,
+    deploy,
+    docker_exec,
+    lb_client,
+    live_releases,
+    training_epochs,
+    wait_for_alert,
+    wait_for_training,
+)
 
 POOL = "gpu1"
 WEB = ("web1", "web2")
@@ -87,6 +97,7 @@ def test_a_training_finishes_on_another_worker_when_its_host_is_killed(sources: 
 
     subprocess.run(["docker", "kill", POOL], check=True, capture_output=True)
     killed = time.monotonic()
+    killed_at = time.time()
     # The epoch reached is read after the kill: gpu1 writes its checkpoint and the session's epoch in one
     # transaction, so a read taken before the kill could miss the last checkpoint (a read at epoch 29, then
     # a checkpoint at 30 before the kill, was seen under load). A second's wait lets a COMMIT already sent
@@ -108,9 +119,12 @@ def test_a_training_finishes_on_another_worker_when_its_host_is_killed(sources: 
             "the training runs again on a web host's worker",
         )
         moved = time.monotonic() - killed
+        paged = wait_for_alert("NnpWorkerHeartbeatMissing", POOL, "firing", since=killed_at, timeout=60)
         finished = wait_for_training(session_id, timeout=300)
     finally:
+        restarted_at = time.time()
         restart_pool_host()
+    resolved = wait_for_alert("NnpWorkerHeartbeatMissing", POOL, "resolved", since=paged["received"], timeout=60)
 
     assert finished["status"] == "completed", finished
     assert finished["owner_host"] in WEB, finished
@@ -123,6 +137,9 @@ def test_a_training_finishes_on_another_worker_when_its_host_is_killed(sources: 
         "resumed_from_epoch": finished["resumed_from_epoch"],
         "seconds_until_running_elsewhere": round(moved, 1),
         "stalled_seconds": STALLED_SECONDS,
+        # From the kill, and from `docker start` (boot, worker start, a scrape), to the webhook's notification.
+        "seconds_until_paged": round(paged["received"] - killed_at, 1),
+        "seconds_from_restart_until_resolved": round(resolved["received"] - restarted_at, 1),
     }
 
 

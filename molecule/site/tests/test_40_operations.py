@@ -24,8 +24,10 @@ from stack import (
     lb_client,
     live_releases,
     live_slot,
+    notifications,
     playbook,
     slot_started,
+    wait_for_alert,
 )
 
 LEASE = "/var/lib/nnp-deploy/lease.json"
@@ -181,6 +183,45 @@ def test_a_rollout_limited_to_one_host_under_load_aimed_at_it(
     assert after["web1"] != state["live"]
     assert set(load.releases) == {state["live"], after["web1"]}, load.releases
     FIGURES["single_host_rollout"] = {"seconds": round(run.seconds, 1), "load": load.figures()}
+
+
+def test_a_burst_of_5xx_on_one_host_pages_naming_that_host() -> None:
+    """The release web1 now runs has a planted failing route (conftest.py): requests to it are 500s, which
+    the app counts, until the monitoring host's NnpHigh5xxRatio reaches the webhook, naming web1 only. The
+    burst lasts until then, not a moment: a counter that first appears already at its total shows no rate."""
+    started = time.time()
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def burst() -> None:
+        with host_client("web1") as client:
+            while not stop.is_set():
+                statuses.append(host_get(client, "/api/planted-failure").status_code)
+                time.sleep(0.02)
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    try:
+        paged = wait_for_alert("NnpHigh5xxRatio", "web1", "firing", since=started, timeout=60)
+    finally:
+        stop.set()
+        sender.join()
+    assert statuses
+    assert set(statuses) == {500}, sorted(set(statuses))
+    assert "web1" in paged["annotations"]["summary"], paged
+    assert paged["annotations"]["runbook_url"].endswith("#nnphigh5xxratio"), paged
+    pages = [
+        alert["labels"]["instance"]
+        for received, body in notifications()
+        if received >= started
+        for alert in body["alerts"]
+        if alert["labels"]["alertname"] == "NnpHigh5xxRatio"
+    ]
+    assert set(pages) == {"web1"}, pages
+    FIGURES["alert_5xx_burst"] = {
+        "requests": len(statuses),
+        "seconds_until_paged": round(paged["received"] - started, 1),
+    }
 
 
 def test_a_killed_app_process_fails_no_read_through_the_load_balancer(model_id: int) -> None:
