@@ -244,6 +244,27 @@ CASES = [
         {**AWS_INVENTORY, "aws_alarms_period_seconds": 120},
         "aws_alarms_period_seconds must be one of",
     ),
+    (
+        "deploy_history",
+        "start",
+        {"deploy_history_host": "localhost", "deploy_history_sns_topic_arn": "nnp-staging-alarms"},
+        "deploy_history_sns_topic_arn must be an SNS topic ARN",
+    ),
+    (
+        "deploy_history",
+        "finish",
+        {"deploy_history_host": "localhost", "deploy_history_webhook_url": "ftp://hooks.example.com/"},
+        "deploy_history_webhook_url an http(s) URL",
+    ),
+    (
+        "deploy_history",
+        "finish",
+        {"deploy_history_host": "localhost", "deploy_history_result_of_run": "done"},
+        "deploy_history_result_of_run succeeded or failed",
+    ),
+    ("deploy_history", "show", {"deploy_history_host": "localhost", "deploy_history_count": 0}, "deploy_history_count"),
+    ("deploy_history", "start", {"deploy_history_host": "nowhere"}, "deploy_history_host must name an inventory host"),
+    ("monitoring", "main", {"monitoring_alert_deploy_stuck_seconds": 0}, "deploy stuck"),
     # No web or gpu hosts (this inventory is "localhost,") and no deploy_lock_host: nowhere to keep the lease.
     ("deploy_lock", "acquire", {}, "deploy_lock_host must name an inventory host"),
 ]

@@ -35,6 +35,7 @@ RULES = {
     "NnpDiskFilling",
     "NnpFrontDoorDown",
     "NnpCertificateExpiresSoon",
+    "NnpDeployStuck",
 }
 
 
@@ -170,6 +171,34 @@ def test_a_host_whose_exporter_stops_pages_the_webhook_and_sns_and_resolves(host
     finally:
         host.run("systemctl start prometheus-node-exporter")
     wait_for(webhook, lambda b: alert_of(b, "NnpHostDown", "resolved"), 60)
+
+
+def test_a_deploy_that_runs_too_long_pages(host, webhook):
+    """The deploy history's textfile on a host whose node exporter Prometheus scrapes (role deploy_history
+    writes it on the deploy lock's host): a deploy running for 2 hours, past monitoring_alert_deploy_stuck_seconds
+    (3600 here, the default), fires NnpDeployStuck naming the host and the kind; its finish resolves it."""
+    textfile = "/var/lib/prometheus/node-exporter/nnp_deploy.prom"
+    started = int(time.time()) - 7200
+
+    def plant(running: int) -> None:
+        text = (
+            f'nnp_deploy_running{{kind="deploy"}} {running}\n'
+            f'nnp_deploy_running{{kind="rollback"}} 0\n'
+            f'nnp_deploy_started_timestamp_seconds{{kind="deploy"}} {started}\n'
+        )
+        host.run(f"printf '%s' '{text}' > {textfile}.tmp && mv {textfile}.tmp {textfile}")
+
+    plant(1)
+    try:
+        _, body = wait_for(webhook, lambda b: alert_of(b, "NnpDeployStuck", "firing"), 60)
+        firing = body["alerts"][0]
+        assert (firing["labels"]["instance"], firing["labels"]["kind"]) == (HOST, "deploy"), firing
+        assert firing["annotations"]["summary"].startswith(f"{HOST}: a deploy started 2h"), firing
+        assert firing["annotations"]["runbook_url"].endswith("#nnpdeploystuck")
+        plant(0)
+        wait_for(webhook, lambda b: alert_of(b, "NnpDeployStuck", "resolved"), 60)
+    finally:
+        host.run(f"rm -f {textfile}")
 
 
 def self_signed_for(days: int, folder: Path) -> tuple[Path, Path]:

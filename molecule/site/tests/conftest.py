@@ -2,7 +2,7 @@
 fixtures the rollout tests share (test_30, test_40) are here.
 
 SITE_TESTS selects a phase: `quiet` (test_10, 15, 20, 25: they put no load on the stack, and `make test` runs
-them in its pool right after the stack is up), `load` (test_30, 40: the saturating loads, which run with
+them in its pool right after the stack is up), `load` (test_30, 40, 45: the saturating loads, which run with
 nothing beside them), or unset for all. The secrets check (test_90) ends every phase: it reads the
 phase's own ansible-playbook runs.
 """
@@ -24,7 +24,7 @@ for path in (HERE, HERE.parents[2]):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from stack import ARTIFACTS, FIGURES, REPO, lb_client, live_releases, snapshot  # noqa: E402
+from stack import ARTIFACTS, FIGURES, REPO, aws, lb_client, live_releases, snapshot  # noqa: E402
 
 # The app cannot start (its migrations still run: alembic does not import app.main).
 PLANTED_FAULT = '\nraise RuntimeError("planted fault: this release cannot start")\n'
@@ -63,7 +63,7 @@ HEAD_REVISION = max(path.name.split("_")[0] for path in (REPO / "alembic" / "ver
 PLANTED_MIGRATION = PLANTED_MIGRATION.replace("@HEAD@", HEAD_REVISION)
 
 
-PHASES = {"quiet": ("test_10_", "test_15_", "test_20_", "test_25_"), "load": ("test_30_", "test_40_")}
+PHASES = {"quiet": ("test_10_", "test_15_", "test_20_", "test_25_"), "load": ("test_30_", "test_40_", "test_45_")}
 ALWAYS = "test_90_"
 
 
@@ -95,6 +95,18 @@ def figures() -> Iterator[None]:
     # The load phase adds its figures to the quiet phase's (which runs first, on the same stack).
     earlier = json.loads(path.read_text()) if site_phase() == "load" and path.exists() else {}
     path.write_text(json.dumps({**earlier, **FIGURES}, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def alarm_topic_queue() -> dict[str, Any]:
+    """A queue subscribed to the alarm topic in moto before any test runs: the deploy history's notifications
+    of this session's runs (test_45 reads it), published there as on AWS."""
+    sns, sqs = aws("sns"), aws("sqs")
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":nnp-local-alarms"))
+    queue = sqs.create_queue(QueueName=f"site-{site_phase() or 'all'}-{time.time_ns()}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    subscription = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
+    return {"queue": queue, "subscription": subscription, "since": time.time()}
 
 
 @pytest.fixture(scope="session")
