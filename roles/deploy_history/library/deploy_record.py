@@ -49,8 +49,7 @@ options:
   record:
     description:
       - For C(started), what the record says about the run; free-form strings and lists. C(kind) (deploy, rollback,
-        maintenance), C(user), C(controller), C(commit), C(release), C(hosts) and C(playbook) are what the history
-        shows.
+        maintenance), C(user), C(controller), C(commit), C(release) and C(hosts) are what the history shows.
     type: dict
     default: {}
   result:
