@@ -8,7 +8,8 @@ Two policies per environment (staging, production), built from the inventory's p
 and aws_region, so that a policy can only reach the resources of its own environment:
 
 - <env>-provision.json: what provision.yml and teardown.yml call. Resources are scoped by name
-  (`<project>-<env>...`, secrets under `<project>/<env>/`) where the service names its ARNs after the
+  (`<project>-<env>...`, secrets under `<project>/<env>/`, the host groups' IAM roles and instance
+  profiles `<project>-<env>-<group>`, passed to EC2 only) where the service names its ARNs after the
   resource; EC2 ARNs carry ids only, so EC2 writes are scoped by the Project/Env tags instead: new
   resources must be created with the environment's tags (aws:RequestTag, tag-on-create), existing ones
   must carry them (aws:ResourceTag).
@@ -160,6 +161,32 @@ PROVISION_READS = [
 ]
 
 
+# What amazon.aws.iam_role, iam_policy and iam_instance_profile call on the roles and profiles of the host
+# groups (role aws_compute): look-ups, creation, the inline policy, tags, and the deletions of teardown.
+IAM_INSTANCE_ROLE_ACTIONS = [
+    "iam:AddRoleToInstanceProfile",
+    "iam:CreateInstanceProfile",
+    "iam:CreateRole",
+    "iam:DeleteInstanceProfile",
+    "iam:DeleteRole",
+    "iam:DeleteRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:GetInstanceProfile",
+    "iam:GetRole",
+    "iam:GetRolePolicy",
+    "iam:ListAttachedRolePolicies",
+    "iam:ListInstanceProfilesForRole",
+    "iam:ListRolePolicies",
+    "iam:PutRolePolicy",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:TagInstanceProfile",
+    "iam:TagRole",
+    "iam:UntagInstanceProfile",
+    "iam:UntagRole",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:UpdateRole",
+]
+
 # Route 53 is a global service: its requests name us-east-1 as aws:RequestedRegion.
 ROUTE53_REGION = "us-east-1"
 ACM_READS = ["acm:DescribeCertificate", "acm:ListCertificates", "acm:ListTagsForCertificate"]
@@ -296,6 +323,7 @@ def provision_policy(env: Env, others: list[Env] | None = None) -> dict[str, Any
                 "Ec2ChangeOnlyWhatCarriesTheEnvTags",
                 [
                     "ec2:AssociateAddress",
+                    "ec2:AssociateIamInstanceProfile",
                     "ec2:AssociateRouteTable",
                     "ec2:AttachInternetGateway",
                     "ec2:AuthorizeSecurityGroupIngress",
@@ -450,6 +478,21 @@ def provision_policy(env: Env, others: list[Env] | None = None) -> dict[str, Any
             ),
             # SNS authorises Unsubscribe on no resource type: a statement of its own on "*", in the region.
             statement("UnsubscribeFromTheAlarmTopic", ["sns:Unsubscribe"], "*", env.region_only),
+            # The IAM role and instance profile of each host group with a policy (aws_compute_group_policies:
+            # the monitoring hosts'), <prefix>-<group>. IAM names are the account's: the prefix scopes them.
+            # Creating them with tags is also authorised as TagRole / TagInstanceProfile.
+            statement(
+                "InstanceRolesAndProfilesOfTheEnv",
+                IAM_INSTANCE_ROLE_ACTIONS,
+                [env.arn("iam", f"role/{p}-*", region=False), env.arn("iam", f"instance-profile/{p}-*", region=False)],
+            ),
+            # Launching a host with its group's profile (or associating it) passes the role, to EC2 only.
+            statement(
+                "PassTheEnvRolesToEc2Only",
+                ["iam:PassRole"],
+                env.arn("iam", f"role/{p}-*", region=False),
+                {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            ),
             # AWS creates these with the account's first ALB and RDS instance; they are the account's,
             # not the environment's, and only these two may be created.
             statement(

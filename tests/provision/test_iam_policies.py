@@ -336,6 +336,9 @@ def sample_resources(env: iam_policies.Env) -> list[tuple[str, dict[str, str]]]:
         f"arn:aws:cloudwatch:{region}:{acct}:alarm:{p}-db-cpu-high",
         f"arn:aws:sns:{region}:{acct}:{p}-alarms",
         f"arn:aws:acm:{region}:{acct}:certificate/0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9",
+        # The monitoring hosts' IAM role and instance profile (IAM ARNs have no region).
+        f"arn:aws:iam::{acct}:role/{p}-monitoring",
+        f"arn:aws:iam::{acct}:instance-profile/{p}-monitoring",
     ]
     return [(f"arn:aws:ec2:{region}:{acct}:{r}", tags) for r in ec2] + [(arn, tags) for arn in named]
 
@@ -474,3 +477,18 @@ def test_certificates_are_requested_only_for_the_env_names_with_its_tags(env: st
     assert tag_conditioned(request, own)
     deploy = {a for s in load(env, "deploy")["Statement"] for a in as_list(s["Action"])}
     assert not {a for a in deploy if a.startswith(("acm:", "route53:"))}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_env_roles_are_passed_to_ec2_only(env: str) -> None:
+    """iam:PassRole (launching or associating a host with its group's instance profile): only the env's
+    roles, only to EC2; a role passed to another service (Lambda, say) would carry its permissions there."""
+    own = iam_policies.load_env(env)
+    passing = [s for s in load(env, "provision")["Statement"] if "iam:PassRole" in as_list(s["Action"])]
+
+    assert passing, "the monitoring hosts' instance profile needs iam:PassRole"
+    for statement in passing:
+        assert as_list(statement["Action"]) == ["iam:PassRole"], statement["Sid"]
+        assert as_list(statement["Resource"]) == [f"arn:aws:iam::${{aws:PrincipalAccount}}:role/{own.prefix}-*"]
+        assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    assert not any("iam:PassRole" in as_list(s["Action"]) for s in load(env, "deploy")["Statement"])

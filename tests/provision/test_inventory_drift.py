@@ -19,7 +19,7 @@ import yaml
 from provision_harness import REPO_ROOT, VENV_BIN
 from test_provision_inventories import offline_env
 
-GROUPS = ("web", "gpu")
+GROUPS = ("web", "gpu", "monitoring")
 
 # Keys whose values differ between staging and production, per host group: sizes, counts, names,
 # domains and policy switches.
@@ -54,6 +54,7 @@ DIFFERENT = {
     },
     "web": set(),
     "gpu": set(),
+    "monitoring": set(),
 }
 
 # The shared base: inventories/shared/group_vars/<group>/*.yml, linked (symlinks) into both environments'

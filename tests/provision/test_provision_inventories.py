@@ -53,7 +53,8 @@ def test_dynamic_inventory_filters_on_the_environment_and_groups_by_role(env: st
     }
     assert inventory["hostnames"][0] == "tag:Name"
     prefix = inventory["hostvars_prefix"]
-    assert inventory["groups"] == {group: f"{prefix}tags.get('Role') == '{group}'" for group in ("web", "gpu")}
+    groups = ("web", "gpu", "monitoring")
+    assert inventory["groups"] == {group: f"{prefix}tags.get('Role') == '{group}'" for group in groups}
     assert inventory["compose"]["ansible_host"].startswith(f"{prefix}public_ip_address")
     assert "endpoint_url" not in inventory, "the endpoint comes from AWS_URL, never from the committed file"
 
@@ -78,8 +79,35 @@ def test_gpu_hosts_get_no_name_certificate_load_balancer_or_http_port(env: str) 
     }
 
     assert not {"tls_domain_names", "lb_target_kind", "lb_target_alb_target_group"} & gpu.keys()
-    assert gpu.get("common_firewall_allowed_tcp_ports", []) == []
+    # The metrics ports only, for the monitoring host (the security groups admit nothing else there).
+    assert gpu.get("common_firewall_allowed_tcp_ports", []) == [9100, 9101]
     assert not {"gpu/tls.yml", "gpu/loadbalancer.yml"} & files.keys()
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_monitoring_host_discovers_its_environment_and_opens_only_its_node_exporter(env: str) -> None:
+    """EC2 discovery by the environment's own tags, alerts to its alarm topic, probes of its front door;
+    metrics on the private address everywhere (the aws_ec2 inventory's, which Prometheus's discovery uses)."""
+    files = group_vars(env)
+    monitoring = files["monitoring/monitoring.yml"]
+
+    assert set(files["monitoring/firewall.yml"]) == {"common_firewall_allowed_tcp_ports"}
+    assert files["monitoring/firewall.yml"]["common_firewall_allowed_tcp_ports"] == [9100]
+    assert monitoring["monitoring_discovery"] == "ec2"
+    assert monitoring["monitoring_ec2_tags"] == {"Project": "{{ project_name }}", "Env": "{{ env_name }}"}
+    assert monitoring["monitoring_alertmanager_sns_topic_arn"] == (
+        "arn:aws:sns:{{ aws_region }}:{{ aws_ec2_owner_id }}:{{ project_name }}-{{ env_name }}-alarms"
+    )
+    assert files["all/metrics.yml"] == {
+        "common_node_exporter_address": "{{ aws_ec2_private_ip_address }}",
+        "app_worker_metrics_address": "{{ aws_ec2_private_ip_address }}",
+    }
+    assert (
+        yaml.safe_load((REPO_ROOT / "inventories" / env / "group_vars/all/ec2.yml").read_text())["ec2_instance_groups"][
+            "monitoring"
+        ]["count"]
+        == 1
+    )
 
 
 def test_production_is_the_careful_environment() -> None:

@@ -19,6 +19,8 @@ import yaml
 from provision_harness import REPO_ROOT, SSH_ALLOWED, Background, MotoServer, Run, policy_actions
 
 PROJECT = "nnp"
+# moto's account: the owner of everything the tests create.
+ACCOUNT = "123456789012"
 STAGING_EC2 = yaml.safe_load((REPO_ROOT / "inventories/staging/group_vars/all/ec2.yml").read_text())
 STAGING_GROUPS = STAGING_EC2["ec2_instance_groups"]
 PRODUCTION_GROUPS = yaml.safe_load((REPO_ROOT / "inventories/production/group_vars/all/ec2.yml").read_text())[
@@ -85,6 +87,18 @@ NOT_SEEN_IN_TESTS = {
     "acm:AddTagsToCertificate",
     # moto reports every Route 53 change INSYNC at once, so acm_certificate_dns never polls (AWS: up to a minute).
     "route53:GetChange",
+    # Launching or associating a host with an instance profile is also authorised as PassRole of its role.
+    "iam:PassRole",
+    # Creating a role or instance profile with tags is also authorised as tagging it.
+    "iam:TagRole",
+    "iam:TagInstanceProfile",
+    # Undoing changes made by hand to the monitoring hosts' role: its tags, trust policy, description, a
+    # managed policy attached.
+    "iam:UntagRole",
+    "iam:UntagInstanceProfile",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:UpdateRole",
+    "iam:DetachRolePolicy",
 }
 
 
@@ -125,6 +139,12 @@ def rules(group: dict[str, Any], direction: str = "IpPermissions") -> set[tuple[
 
 
 WORLD = {"0.0.0.0/0", "::/0"}
+# What each group admits from the monitoring group's security group (role aws_network's default): nginx's
+# /metrics, the node exporter, the worker's metrics.
+SCRAPE_PORTS = {"web": (80, 9100, 9101), "gpu": (9100, 9101)}
+# Ports of the metrics and of the monitoring host's UIs (Prometheus, Alertmanager, blackbox exporter): never
+# open to an address range.
+MONITORING_PORTS = {9090, 9093, 9100, 9101, 9115}
 # Rule: (security group name, protocol, from port, to port, source); a group source by its name.
 Rule = tuple[str, str, int, int, str]
 
@@ -149,10 +169,16 @@ def intended_rules(env: str, web_hosts: int, listener_ports: tuple[int, ...] = (
     """Each rule one environment should have, with why: the front door is the only thing open to the world."""
     prefix = f"{PROJECT}-{env}"
     intended: dict[Rule, str] = {}
-    for group in ("web", "gpu"):
+    for group in ("web", "gpu", "monitoring"):
         for cidr in SSH_ALLOWED:
             intended[(f"{prefix}-{group}", "tcp", 22, 22, cidr)] = "SSH from ssh_allowed_cidrs"
+    for group in ("web", "gpu"):
         intended[(f"{prefix}-db", "tcp", 5432, 5432, f"sg:{prefix}-{group}")] = f"PostgreSQL from the {group} hosts"
+        # Prometheus on the monitoring host scrapes the node exporter and the worker; nothing else reaches them.
+        for port in SCRAPE_PORTS[group]:
+            intended[(f"{prefix}-{group}", "tcp", port, port, f"sg:{prefix}-monitoring")] = (
+                "metrics, by the monitoring hosts"
+            )
     if web_hosts == 1:
         for port in (80, 443):
             intended[(f"{prefix}-web", "tcp", port, port, ANYWHERE)] = "front door: the single web host's Elastic IP"
@@ -258,6 +284,14 @@ def environment_resources(aws: MotoServer, env: str) -> dict[str, list[str]]:
         "sns topic": [t for t in topics if t.endswith(f":{prefix}-alarms")],
         "certificate": [c["CertificateArn"] for c in certificates(aws, env)],
         "dns record": [f"{r['Name']} {r['Type']}" for r in zone_records(aws, env)],
+        "iam role": [
+            r["RoleName"] for r in aws.client("iam").list_roles()["Roles"] if r["RoleName"].startswith(prefix)
+        ],
+        "instance profile": [
+            p["InstanceProfileName"]
+            for p in aws.client("iam").list_instance_profiles()["InstanceProfiles"]
+            if p["InstanceProfileName"].startswith(prefix)
+        ],
     }
 
 
@@ -399,7 +433,9 @@ def test_first_run_creates_the_environment(staging: Run) -> None:
 
 def test_security_groups_admit_exactly_the_intended_traffic(aws: MotoServer, staging: Run) -> None:
     """The audit: web behind its ALB, gpu SSH only, the database from both host groups, nothing else."""
-    groups = {name: security_group(aws, f"{PROJECT}-staging-{name}") for name in ("web", "gpu", "alb", "db")}
+    groups = {
+        name: security_group(aws, f"{PROJECT}-staging-{name}") for name in ("web", "gpu", "monitoring", "alb", "db")
+    }
 
     assert_security_groups_pass_the_audit(aws, {"staging": STAGING_GROUPS["web"]["count"]})
     assert len({g["VpcId"] for g in groups.values()}) == 1
@@ -407,6 +443,31 @@ def test_security_groups_admit_exactly_the_intended_traffic(aws: MotoServer, sta
     assert {name: rules(g, "IpPermissionsEgress") for name, g in groups.items()} == {
         name: {("-1", -1, -1, ANYWHERE)} for name in groups
     }
+
+
+def test_the_monitoring_host_admits_ssh_only_and_alone_reaches_the_metrics_ports(aws: MotoServer, staging: Run) -> None:
+    """Its UIs are reached through an SSH tunnel; the metrics ports admit its security group, by id, and no range."""
+    monitoring = hosts_by_name(aws, "staging")["nnp-staging-monitoring-01"]
+    monitoring_sg = security_group(aws, "nnp-staging-monitoring")
+    web_sg, gpu_sg = security_group(aws, "nnp-staging-web"), security_group(aws, "nnp-staging-gpu")
+
+    assert [g["GroupId"] for g in monitoring["SecurityGroups"]] == [monitoring_sg["GroupId"]]
+    assert rules(monitoring_sg) == {("tcp", 22, 22, cidr) for cidr in SSH_ALLOWED}
+    for group, ports in (("web", {80, 9100, 9101}), ("gpu", {9100, 9101})):
+        sg = {"web": web_sg, "gpu": gpu_sg}[group]
+        scraped = {r for r in rules(sg) if r[3] == monitoring_sg["GroupId"]}
+        assert scraped == {("tcp", port, port, monitoring_sg["GroupId"]) for port in ports}, group
+        metrics_ports = {r for r in rules(sg) if r[1] in ports - {80}}
+        assert metrics_ports == {r for r in scraped if r[1] != 80}, f"{group}: only the monitoring group"
+    # Port 80 of the web hosts: the ALB (traffic) and the monitoring hosts (/metrics), no range.
+    assert {r[3] for r in rules(web_sg) if r[1] == 80} == {
+        security_group(aws, "nnp-staging-alb")["GroupId"],
+        monitoring_sg["GroupId"],
+    }
+    opened = {r for r in ingress_rules(aws) if r[2] <= max(MONITORING_PORTS) and r[3] >= min(MONITORING_PORTS)}
+    to_ranges = {r for r in opened if not r[4].startswith("sg:") and any(r[2] <= p <= r[3] for p in MONITORING_PORTS)}
+    assert to_ranges == set()
+    assert {r[4] for r in opened} == {"sg:nnp-staging-monitoring"}
 
 
 def test_gpu_hosts_have_no_public_http_elastic_ip_load_balancer_certificate_or_dns_name(
@@ -423,7 +484,10 @@ def test_gpu_hosts_have_no_public_http_elastic_ip_load_balancer_certificate_or_d
     }
 
     assert [g["GroupId"] for g in gpu["SecurityGroups"]] == [gpu_sg["GroupId"]]
-    assert rules(gpu_sg) == {("tcp", 22, 22, c) for c in SSH_ALLOWED}
+    monitoring_sg = security_group(aws, "nnp-staging-monitoring")["GroupId"]
+    assert rules(gpu_sg) == {("tcp", 22, 22, c) for c in SSH_ALLOWED} | {
+        ("tcp", port, port, monitoring_sg) for port in SCRAPE_PORTS["gpu"]
+    }
     assert [
         a for a in aws.client("ec2").describe_addresses()["Addresses"] if a.get("InstanceId") == gpu["InstanceId"]
     ] == []
@@ -482,7 +546,12 @@ def test_hosts_match_their_group_with_imdsv2_and_encrypted_gp3(aws: MotoServer, 
         ]
     }
 
-    assert [tags_of(h)["Name"] for h in hosts] == ["nnp-staging-gpu-01", "nnp-staging-web-01", "nnp-staging-web-02"]
+    assert [tags_of(h)["Name"] for h in hosts] == [
+        "nnp-staging-gpu-01",
+        "nnp-staging-monitoring-01",
+        "nnp-staging-web-01",
+        "nnp-staging-web-02",
+    ]
     for host in hosts:
         role = tags_of(host)["Role"]
         spec = STAGING_GROUPS[role]
@@ -506,6 +575,42 @@ def test_hosts_match_their_group_with_imdsv2_and_encrypted_gp3(aws: MotoServer, 
     web_image = next(h["ImageId"] for h in hosts if tags_of(h)["Role"] == "web")
     assert web_image == "ami-785db401"  # pinned in moto-vars.yml
     assert gpu_image == "ami-785db401"  # the only catalogue image matching the look-up pattern
+    # Only the monitoring group has an instance profile (aws_compute_group_policies).
+    assert {tags_of(h)["Role"]: h.get("IamInstanceProfile", {}).get("Arn") for h in hosts} == {
+        "gpu": None,
+        "web": None,
+        "monitoring": f"arn:aws:iam::{ACCOUNT}:instance-profile/nnp-staging-monitoring",
+    }
+
+
+def test_the_monitoring_host_may_list_hosts_and_publish_to_the_alarm_topic_only(aws: MotoServer, staging: Run) -> None:
+    """Its instance profile: a role only EC2 may assume, no managed policy, one inline policy of two statements."""
+    iam = aws.client("iam")
+    (profile,) = iam.list_instance_profiles()["InstanceProfiles"]
+    (topic,) = [
+        t["TopicArn"]
+        for t in aws.client("sns").list_topics()["Topics"]
+        if t["TopicArn"].endswith(":nnp-staging-alarms")
+    ]
+    role = iam.get_role(RoleName="nnp-staging-monitoring")["Role"]
+    (policy_name,) = iam.list_role_policies(RoleName="nnp-staging-monitoring")["PolicyNames"]
+    document = iam.get_role_policy(RoleName="nnp-staging-monitoring", PolicyName=policy_name)["PolicyDocument"]
+
+    assert profile["InstanceProfileName"] == "nnp-staging-monitoring"
+    assert [r["RoleName"] for r in profile["Roles"]] == ["nnp-staging-monitoring"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
+    assert iam.list_attached_role_policies(RoleName="nnp-staging-monitoring")["AttachedPolicies"] == []
+    statements = document["Statement"]
+    assert all(s["Effect"] == "Allow" and "Condition" not in s and "NotAction" not in s for s in statements)
+    allowed = {(action, s["Resource"]) for s in statements for action in s["Action"]}
+    assert len(allowed) == 2
+    assert ("ec2:DescribeInstances", "*") in allowed  # no resource-level permissions for it
+    ((publish, resource),) = allowed - {("ec2:DescribeInstances", "*")}
+    # IAM puts the role's own account in for the policy variable.
+    assert publish == "sns:Publish"
+    assert resource.replace("${aws:PrincipalAccount}", ACCOUNT) == topic
 
 
 def test_the_web_group_of_two_gets_an_alb_and_nothing_gets_an_elastic_ip(aws: MotoServer, staging: Run) -> None:
@@ -644,6 +749,12 @@ def test_every_resource_carries_the_environment_tags(aws: MotoServer, staging: R
     found |= {d["ResourceArn"]: tags_of(d) for d in elb.describe_tags(ResourceArns=elb_arns)["TagDescriptions"]}
     for topic in aws.client("sns").list_topics()["Topics"]:
         found[topic["TopicArn"]] = tags_of(aws.client("sns").list_tags_for_resource(ResourceArn=topic["TopicArn"]))
+    iam = aws.client("iam")
+    found["role nnp-staging-monitoring"] = tags_of(iam.list_role_tags(RoleName="nnp-staging-monitoring"))
+    # moto has no ListInstanceProfileTags; GetInstanceProfile carries the tags too.
+    found["instance profile nnp-staging-monitoring"] = tags_of(
+        iam.get_instance_profile(InstanceProfileName="nnp-staging-monitoring")["InstanceProfile"]
+    )
 
     assert len(found) >= 20
     untagged = {
@@ -708,6 +819,13 @@ def test_a_third_web_host_changes_only_the_web_group_and_hand_made_rules_go(
     # Someone opened SSH to the world by hand: the run must close it again.
     world_ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": ANYWHERE}]}
     aws.client("ec2").authorize_security_group_ingress(GroupId=web_sg["GroupId"], IpPermissions=[world_ssh])
+    # ...and took the monitoring host's instance profile off: the run must put it back.
+    monitoring_id = before["nnp-staging-monitoring-01"]["InstanceId"]
+    (association,) = aws.client("ec2").describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [monitoring_id]}]
+    )["IamInstanceProfileAssociations"]
+    aws.client("ec2").disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
+    assert "IamInstanceProfile" not in hosts_by_name(aws, "staging")["nnp-staging-monitoring-01"]
 
     run = aws.playbook(
         "site.yml",
@@ -721,6 +839,10 @@ def test_a_third_web_host_changes_only_the_web_group_and_hand_made_rules_go(
     assert_only_changed(run, allowed=expected | {WAIT_TASK}, required=expected)
     assert rules(security_group(aws, "nnp-staging-web")) == rules(web_sg)
     after = hosts_by_name(aws, "staging")
+    assert after["nnp-staging-monitoring-01"]["IamInstanceProfile"]["Arn"] == (
+        f"arn:aws:iam::{ACCOUNT}:instance-profile/nnp-staging-monitoring"
+    )
+    assert "ec2:AssociateIamInstanceProfile" in {call.action for call in run.calls}
     assert set(after) == set(before) | {"nnp-staging-web-03"}
     assert all(after[name]["InstanceId"] == host["InstanceId"] for name, host in before.items())
     assert after["nnp-staging-web-03"]["Placement"]["AvailabilityZone"] == "eu-central-1a"
@@ -748,10 +870,11 @@ def test_back_to_two_larger_web_hosts_changes_only_those(aws: MotoServer, ssh_ke
         required={SURPLUS_TASK, HOSTS_TASK, STALE_ALARMS_TASK},
     )
     after = hosts_by_name(aws, "staging")
-    assert set(after) == {"nnp-staging-gpu-01", "nnp-staging-web-01", "nnp-staging-web-02"}
+    assert set(after) == {"nnp-staging-gpu-01", "nnp-staging-monitoring-01", "nnp-staging-web-01", "nnp-staging-web-02"}
     assert all(after[name]["InstanceId"] == before[name]["InstanceId"] for name in after)
     assert {name: h["InstanceType"] for name, h in after.items()} == {
         "nnp-staging-gpu-01": "g5.xlarge",
+        "nnp-staging-monitoring-01": "t3.small",
         "nnp-staging-web-01": "t3.large",
         "nnp-staging-web-02": "t3.large",
     }
@@ -772,10 +895,62 @@ def test_dynamic_inventory_lists_the_hosts_by_group(aws: MotoServer, staging: Ru
 
     assert sorted(inventory["web"]["hosts"]) == ["nnp-staging-web-01", "nnp-staging-web-02"]
     assert inventory["gpu"]["hosts"] == ["nnp-staging-gpu-01"]
+    assert inventory["monitoring"]["hosts"] == ["nnp-staging-monitoring-01"]
     for name, host in hosts.items():
         hostvars = inventory["_meta"]["hostvars"][name]
         assert unwrap(hostvars["ansible_host"]) == host["PublicIpAddress"]
         assert unwrap(hostvars["instance_id"]) == host["InstanceId"]  # what the lb_target role registers
+        # The reservation's owner: the account of the alarm topic's ARN (group_vars/monitoring).
+        assert unwrap(hostvars["aws_ec2_owner_id"]) == ACCOUNT
+        assert unwrap(hostvars["aws_ec2_private_ip_address"]) == host["PrivateIpAddress"]
+
+
+def test_the_monitoring_host_sends_alerts_to_the_provisioned_topic_and_discovers_its_environment(
+    aws: MotoServer, staging: Run, tmp_path: Path
+) -> None:
+    """Through the real dynamic inventory (AWS_URL at moto): the monitoring role's checks pass on what it
+    resolves, its alertmanager.yml names the alarm topic moto has, and every host's metrics listen on the
+    private address that Prometheus's EC2 discovery scrapes."""
+    run = aws.ansible(
+        "ansible-playbook",
+        "-i",
+        "inventories/staging",
+        "tests/provision/playbooks/monitoring_config.yml",
+        "-e",
+        json.dumps({"monitoring_config_dir": str(tmp_path)}),
+    )
+    assert run.rc == 0, run.output[-4000:]
+    (topic,) = [
+        t["TopicArn"]
+        for t in aws.client("sns").list_topics()["Topics"]
+        if t["TopicArn"].endswith(":nnp-staging-alarms")
+    ]
+    hosts = hosts_by_name(aws, "staging")
+    resolved = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in hosts}
+    alertmanager = yaml.safe_load((tmp_path / "nnp-staging-monitoring-01-alertmanager.yml").read_text())
+    prometheus = yaml.safe_load((tmp_path / "nnp-staging-monitoring-01-prometheus.yml").read_text())
+
+    assert resolved["nnp-staging-monitoring-01"]["monitoring_alertmanager_sns_topic_arn"] == topic
+    (receiver,) = alertmanager["receivers"]
+    (sns,) = receiver["sns_configs"]
+    assert (sns["topic_arn"], sns["sigv4"]) == (topic, {"region": "eu-central-1"})  # the instance profile signs
+    assert alertmanager["route"]["receiver"] == receiver["name"]
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    for job in ("node", "app", "worker"):
+        (discovery,) = jobs[job]["ec2_sd_configs"]
+        assert discovery["region"] == "eu-central-1"
+        filters = {f["name"]: f["values"] for f in discovery["filters"]}
+        assert (filters["tag:Project"], filters["tag:Env"]) == (["nnp"], ["staging"]), job
+    assert jobs["probe"]["static_configs"] == [
+        {"targets": [f"https://{n}/" for n in FRONT_DOOR["staging"]["aws_front_door_domain_names"]]}
+    ]
+    assert prometheus["global"]["external_labels"] == {"env": "staging"}
+    for name, host in hosts.items():
+        settings = resolved[name]
+        assert settings["common_node_exporter_address"] == host["PrivateIpAddress"], name
+        assert settings["app_worker_metrics_address"] == host["PrivateIpAddress"], name
+        ports = {"web": [80, 443, 9100, 9101], "gpu": [9100, 9101], "monitoring": [9100]}[tags_of(host)["Role"]]
+        assert settings["common_firewall_allowed_tcp_ports"] == ports, name
 
 
 def test_a_single_web_host_is_its_own_front_door(
@@ -804,7 +979,7 @@ def test_a_single_web_host_is_its_own_front_door(
     }
     assert_only_changed(run, allowed=expected | {STALE_ALARMS_TASK, HOSTS_TASK, WAIT_TASK}, required=expected)
     after = hosts_by_name(aws, "staging")
-    assert set(after) == {"nnp-staging-gpu-01", "nnp-staging-web-01"}
+    assert set(after) == {"nnp-staging-gpu-01", "nnp-staging-monitoring-01", "nnp-staging-web-01"}
     assert after["nnp-staging-gpu-01"]["InstanceId"] == before["nnp-staging-gpu-01"]["InstanceId"]
     (address,) = aws.client("ec2").describe_addresses(Filters=tag_filters("staging"))["Addresses"]
     assert address["InstanceId"] == after["nnp-staging-web-01"]["InstanceId"]
@@ -834,7 +1009,7 @@ def test_production_gets_multi_az_deletion_protection_and_two_weeks_of_backups(
     assert (db["MultiAZ"], db["DeletionProtection"], db["BackupRetentionPeriod"]) == (True, True, 14)
     assert (db["StorageEncrypted"], db["PubliclyAccessible"], db["DBInstanceClass"]) == (True, False, "db.m7g.large")
     hosts = running_instances(aws, "production")
-    expected = ["g5.2xlarge"] + ["t3.large"] * PRODUCTION_GROUPS["web"]["count"]
+    expected = sorted(["g5.2xlarge", "t3.small"] + ["t3.large"] * PRODUCTION_GROUPS["web"]["count"])
     assert sorted(h["InstanceType"] for h in hosts) == expected
     assert security_group(aws, "nnp-production-web")["VpcId"] != security_group(aws, "nnp-staging-web")["VpcId"]
     # The whole account: production behind its ALB, staging down to the one web host of the test before.
@@ -942,6 +1117,8 @@ def test_nothing_is_left_in_the_account(aws: MotoServer, staging: Run) -> None:
     assert aws.client("sns").list_topics()["Topics"] == []
     assert aws.client("secretsmanager").list_secrets()["SecretList"] == []
     assert aws.client("acm").list_certificates()["CertificateSummaryList"] == []
+    assert aws.client("iam").list_roles()["Roles"] == []
+    assert aws.client("iam").list_instance_profiles()["InstanceProfiles"] == []
     # The given zones stay, holding only their own SOA and NS records.
     route53 = aws.client("route53")
     zones = route53.list_hosted_zones()["HostedZones"]

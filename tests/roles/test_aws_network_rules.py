@@ -61,3 +61,31 @@ def test_a_port_range_compares_with_from_and_to_port() -> None:
     assert rules.wanted_rules([{"proto": "tcp", "from_port": 8000, "to_port": 8010, "cidr_ip": "10.0.0.0/8"}]) == (
         rules.current_rules(current)
     )
+
+
+def test_two_groups_on_one_port_compare_by_group_and_description() -> None:
+    """Port 80 of a web group behind an ALB: the ALB's group and the monitoring group, each with its own
+    description, in one permission (as AWS returns them); a description moved to the other group differs."""
+    wanted = [
+        {"proto": "tcp", "ports": ["80"], "group_id": ["sg-alb"], "rule_desc": "From the ALB"},
+        {"proto": "tcp", "ports": [80, 9100, 9101], "group_id": ["sg-mon"], "rule_desc": "Metrics"},
+    ]
+    port_80 = perm(80, groups=("sg-alb",), desc="From the ALB")
+    port_80["user_id_group_pairs"].append({"group_id": "sg-mon", "user_id": "123456789012", "description": "Metrics"})
+    current = [port_80, perm(9100, groups=("sg-mon",), desc="Metrics"), perm(9101, groups=("sg-mon",), desc="Metrics")]
+    assert rules.current_rules(current) == rules.wanted_rules(wanted)
+    assert "tcp 80-80 sg-mon Metrics" in rules.wanted_rules(wanted)
+    swapped = [
+        {
+            **port_80,
+            "user_id_group_pairs": [{**pair, "description": "Metrics"} for pair in port_80["user_id_group_pairs"]],
+        },
+        *current[1:],
+    ]
+    assert rules.current_rules(swapped) != rules.wanted_rules(wanted)
+    # The same ports from a CIDR instead of the monitoring group are another rule.
+    by_cidr = [
+        perm(80, groups=("sg-alb",), desc="From the ALB"),
+        *(perm(p, cidrs=("10.0.0.0/8",), desc="Metrics") for p in (80, 9100, 9101)),
+    ]
+    assert rules.current_rules(by_cidr) != rules.wanted_rules(wanted)

@@ -30,6 +30,14 @@ AWS_INVENTORY = {
     "rds_app_username": "nnp_app",
 }
 
+# The network aws_network's checks need before they reach the one a case breaks.
+AWS_NETWORK = {
+    "aws_network_vpc_cidr": "10.20.0.0/16",
+    "aws_network_public_subnet_cidrs": ["10.20.0.0/24", "10.20.1.0/24"],
+    "aws_network_private_subnet_cidrs": ["10.20.10.0/24", "10.20.11.0/24"],
+    "ssh_allowed_cidrs": ["203.0.113.0/24"],
+}
+
 CASES = [
     # role, entry point, variables, text the error must contain
     ("common", "main", {"common_firewall_allowed_tcp_ports": ["http"]}, "common_firewall_allowed_tcp_ports"),
@@ -220,6 +228,24 @@ CASES = [
         "aws_network_vpc_cidr an IPv4 CIDR",
     ),
     (
+        "aws_network",
+        "validate",
+        {**AWS_INVENTORY, **AWS_NETWORK, "aws_network_monitoring_scrape_ports": {"web": [80, "metrics"]}},
+        "aws_network_monitoring_scrape_ports.web must be a list of ports within 1-65535",
+    ),
+    (
+        "aws_network",
+        "validate",
+        {**AWS_INVENTORY, **AWS_NETWORK, "aws_network_monitoring_scrape_ports": {"gpu": [9100, 0]}},
+        "aws_network_monitoring_scrape_ports.gpu must be a list of ports",
+    ),
+    (
+        "aws_network",
+        "provision",
+        {**AWS_INVENTORY, "aws_network_monitoring_scrape_ports": "9100"},
+        "aws_network_monitoring_scrape_ports",
+    ),
+    (
         "aws_database",
         "validate",
         {**AWS_INVENTORY, "aws_database_storage_type": "magnetic"},
@@ -232,6 +258,27 @@ CASES = [
         "aws_app_secrets_operator_token_length must be 32-128 (got 16)",
     ),
     ("aws_compute", "validate", {**AWS_INVENTORY, "ec2_instance_groups": "web"}, "aws_compute_instance_groups"),
+    (
+        "aws_compute",
+        "validate",
+        {**AWS_INVENTORY, "aws_compute_group_policies": ["monitoring"]},
+        "aws_compute_group_policies",
+    ),
+    (
+        "aws_compute",
+        "provision",
+        {**AWS_INVENTORY, "aws_compute_group_policies": {"monitoring": [{"Effect": "Allow", "Action": "sns:Publish"}]}},
+        "aws_compute_group_policies.monitoring must be a non-empty list of IAM policy statements",
+    ),
+    (
+        "aws_compute",
+        "validate",
+        {
+            **AWS_INVENTORY,
+            "aws_compute_group_policies": {"monitoring": [{"Effect": "Permit", "Action": "*", "Resource": "*"}]},
+        },
+        "Effect (Allow or Deny)",
+    ),
     (
         "aws_front_door",
         "teardown",
