@@ -14,8 +14,9 @@ and aws_region, so that a policy can only reach the resources of its own environ
   resources must be created with the environment's tags (aws:RequestTag, tag-on-create), existing ones
   must carry them (aws:ResourceTag).
 - <env>-deploy.json: what `site.yml --tags deploy`, rollback.yml and maintenance.yml call, with the
-  aws_ec2 inventory: reads, the environment's database logins, its pre-migration snapshots and the
-  (de)registration of hosts in its target groups. Nothing that creates or deletes infrastructure.
+  aws_ec2 inventory: reads, the environment's database logins, its pre-migration snapshots, the
+  (de)registration of hosts in its target groups and the deploy history's notifications to its alarm
+  topic. Nothing that creates or deletes infrastructure.
 
 The front door's certificate and DNS records (aws_front_door_dns_zone, aws_front_door_domain_names of the
 inventory): ACM requests only for the environment's names and with its tags, deletions only of
@@ -558,6 +559,8 @@ def deploy_policy(env: Env) -> dict[str, Any]:
                 ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"],
                 env.arn("elasticloadbalancing", f"targetgroup/{p}-*/*"),
             ),
+            # The deploy history's notifications (role deploy_history): start, success, failure of each run.
+            statement("NotifyTheEnvAlarmTopic", ["sns:Publish"], env.arn("sns", f"{p}-alarms")),
         ]
     )
 

@@ -292,15 +292,17 @@ def test_the_deploy_policy_changes_no_infrastructure() -> None:
 
         assert changing == DEPLOY_WRITES
         targets = {"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}
-        assert writes == DEPLOY_WRITES | targets
+        # The deploy history's notifications (role deploy_history) to the alarm topic.
+        assert writes == DEPLOY_WRITES | targets | {"sns:Publish"}
 
 
 def test_the_deploy_policy_is_a_subset_of_what_provisioning_may_do() -> None:
-    """A deploy needs nothing provisioning could not do, except pruning the pre-migration snapshots."""
+    """A deploy needs nothing provisioning could not do, except pruning the pre-migration snapshots and
+    notifying the alarm topic (which only Alertmanager and CloudWatch publish to otherwise)."""
     for env in ENVIRONMENTS:
         deploy = {a for s in load(env, "deploy")["Statement"] for a in as_list(s["Action"])}
         provision = {a for s in load(env, "provision")["Statement"] for a in as_list(s["Action"])}
-        assert deploy - provision == {"rds:DeleteDBSnapshot"}
+        assert deploy - provision == {"rds:DeleteDBSnapshot", "sns:Publish"}
 
 
 # --- one environment each -----------------------------------------------------------------------------
@@ -412,7 +414,7 @@ def test_the_provisioning_policy_reaches_every_resource_of_its_own_environment(e
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_deploy_policy_reaches_the_logins_snapshots_and_target_groups_of_its_environment(env: str) -> None:
-    """What the deploy role may do beyond reading tags: read the logins, snapshot, move targets."""
+    """What the deploy role may do beyond reading tags: read the logins, snapshot, move targets, notify."""
     policy, own = load(env, "deploy"), iam_policies.load_env(env)
     reached = {
         arn.split(":", 5)[5]
@@ -426,6 +428,7 @@ def test_the_deploy_policy_reaches_the_logins_snapshots_and_target_groups_of_its
         f"secret:{own.project}/{own.name}/rds-master-AbCdEf",
         f"secret:{own.project}/{own.name}/rds-app-AbCdEf",
         f"targetgroup/{own.prefix}-web/73e2d6bc24d8a067",
+        f"{own.prefix}-alarms",
     }
 
 
