@@ -221,10 +221,10 @@ def lab(tmp_path: Path) -> Lab:
 
 
 def printed(result: subprocess.CompletedProcess[str]) -> list[str]:
-    """The lines `show` printed (the callback prints its msg list as YAML, long lines folded)."""
+    """The lines `show` printed (the callback prints its msg as a YAML block)."""
     section = result.stdout.split("TASK [deploy_history : Print them]", 1)[1].split("\n\n")[0]
     body = section.split("=>", 1)[1]
-    return list(yaml.safe_load(body)["msg"])
+    return str(yaml.safe_load(body)["msg"]).splitlines()
 
 
 def recap_changed(result: subprocess.CompletedProcess[str]) -> int:
