@@ -38,6 +38,9 @@ AWS_NETWORK = {
     "ssh_allowed_cidrs": ["203.0.113.0/24"],
 }
 
+# A certificate's shape, for the cases that need the TLS material present but for one part.
+FAKE_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+
 CASES = [
     # role, entry point, variables, text the error must contain
     ("common", "main", {"common_firewall_allowed_tcp_ports": ["http"]}, "common_firewall_allowed_tcp_ports"),
@@ -55,6 +58,32 @@ CASES = [
     ("common", "main", {"common_node_exporter_address": "localhost"}, "common_node_exporter_address must be an IP"),
     ("common", "main", {"common_node_exporter_extra_args": ["--a b"]}, "flags like --name=value"),
     ("common", "main", {"common_unattended_upgrades_enabled": "maybe"}, "common_unattended_upgrades_enabled"),
+    ("common", "main", {"common_journal_upload_url": "http://mon1:19532/"}, "common_journal_upload_url must be"),
+    (
+        "common",
+        "main",
+        {"common_journal_upload_url": "https://mon1:70000/"},
+        "port within 1-65535 (got 'https://mon1:70000/')",
+    ),
+    (
+        "common",
+        "main",
+        {
+            "common_journal_upload_url": "https://mon1:19532/",
+            "common_journal_upload_ca_pem": FAKE_PEM,
+            "common_journal_upload_cert_pem": FAKE_PEM,
+        },
+        "common_journal_upload_key_pem is empty or not PEM",
+    ),
+    ("journal_remote", "main", {"journal_remote_port": 70000}, "must be two different ports within 1-65535 (got 70000"),
+    ("journal_remote", "main", {"journal_remote_address": "mon1"}, "journal_remote_address an IPv4 address"),
+    ("journal_remote", "main", {"journal_remote_enabled": True}, "journal_remote_ca_pem is empty or not PEM"),
+    (
+        "journal_remote",
+        "main",
+        {"journal_remote_retention_days": 0},
+        "journal_remote_retention_days must be a positive",
+    ),
     ("python", "main", {"python_version": "banana"}, 'python_version must be "system" or a version'),
     ("python", "main", {"python_min_version": "3.x"}, 'python_min_version must be a version like "3.10", got "3.x"'),
     ("python", "venv", {"python_venv_path": "relative/venv"}, "python_venv_path must be an absolute path"),
