@@ -809,6 +809,27 @@ def test_rerun_changes_nothing(aws: MotoServer, ssh_key: Path, staging: Run) -> 
     assert {n: h["InstanceId"] for n, h in hosts_by_name(aws, "staging").items()} == hosts
 
 
+def test_the_journal_uploads_are_admitted_from_the_host_groups_alone_and_only_when_asked(
+    aws: MotoServer, ssh_key: Path, staging: Run
+) -> None:
+    """aws_network_monitoring_log_port (role journal_remote's stunnel, 19532): the monitoring group admits it from
+    the web and gpu groups by id, never a range; a rerun changes nothing; back to 0, the rule goes."""
+    monitoring_sg = security_group(aws, "nnp-staging-monitoring")
+    web_id, gpu_id = (security_group(aws, f"nnp-staging-{group}")["GroupId"] for group in ("web", "gpu"))
+    extra = {"aws_alarms_email": ALARM_EMAIL, "aws_network_monitoring_log_port": 19532}
+
+    opened = aws.playbook("playbooks/provision.yml", "staging", extra, key=ssh_key)
+    admitted = rules(security_group(aws, "nnp-staging-monitoring"))
+    rerun = aws.playbook("playbooks/provision.yml", "staging", extra, key=ssh_key)
+    closed = aws.playbook("playbooks/provision.yml", "staging", {"aws_alarms_email": ALARM_EMAIL}, key=ssh_key)
+
+    assert opened.recap["failed"] == 0
+    assert admitted == rules(monitoring_sg) | {("tcp", 19532, 19532, web_id), ("tcp", 19532, 19532, gpu_id)}
+    assert rerun.recap["changed"] == 0, f"changed: {rerun.changed_tasks}"
+    assert closed.recap["failed"] == 0
+    assert rules(security_group(aws, "nnp-staging-monitoring")) == rules(monitoring_sg)
+
+
 def test_a_third_web_host_changes_only_the_web_group_and_hand_made_rules_go(
     aws: MotoServer, ssh_key: Path, staging: Run, production_provisioning: Background
 ) -> None:

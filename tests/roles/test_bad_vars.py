@@ -247,6 +247,12 @@ CASES = [
     (
         "aws_network",
         "validate",
+        {**AWS_INVENTORY, **AWS_NETWORK, "aws_network_monitoring_log_port": 70000},
+        "aws_network_monitoring_log_port must be a port",
+    ),
+    (
+        "aws_network",
+        "validate",
         {**AWS_INVENTORY, "aws_network_alb_target_port": "https"},
         "aws_network_alb_target_port",
     ),

@@ -1,14 +1,18 @@
 """The monitoring host (mon1, role monitoring): Prometheus scrapes the app, the worker and the node exporter
 of every host, named by host; the probe of the front door succeeds through the stack's CA; no page is
-firing in the steady state. The alerts themselves are fired by the faults of test_25 (a worker's host
+firing in the steady state; every host's journal reaches mon1 (roles common and journal_remote), where
+on-call reads the fleet's logs in one place. The alerts themselves are fired by the faults of test_25 (a worker's host
 killed) and test_40 (a 5xx burst)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from stack import FIGURES, LB_URL, live_releases, prometheus
+from stack import FIGURES, LB_URL, docker_exec, live_releases, prometheus
+
+FLEET_JOURNAL = "--directory=/var/log/journal/remote"
 
 # Job -> the hosts it must scrape: the inventory's groups (inventories/local/hosts.yml).
 EXPECTED = {
@@ -77,3 +81,36 @@ def test_the_front_door_probe_succeeds_and_no_page_fires_in_the_steady_state() -
     # (The first deploy paged, as on a new environment: mon1 is configured before the app is deployed.)
     firing = [alert for alert in prometheus("alerts")["alerts"] if alert["labels"]["alertname"] in QUIET]
     assert firing == [], firing
+
+
+def remote_entries(*matches: str) -> list[dict[str, Any]]:
+    """The entries of the fleet's journal on mon1 that match (journalctl's FIELD=value matches)."""
+    out = docker_exec("mon1", "journalctl", FLEET_JOURNAL, "--no-pager", "-o", "json", *matches)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_every_hosts_journal_is_readable_on_the_monitoring_host() -> None:
+    marker = f"site-{time.time_ns()}"
+    hosts = ("web1", "web2", "gpu1", "mon1")
+    sent = time.monotonic()
+    for host in hosts:
+        docker_exec(host, "logger", "-t", "nnp-site-test", f"{marker} from {host}")
+    deadline = time.monotonic() + 60
+    while True:
+        found = {e["_HOSTNAME"]: e["MESSAGE"] for e in remote_entries("SYSLOG_IDENTIFIER=nnp-site-test")
+                 if marker in e["MESSAGE"]}  # fmt: skip
+        if set(found) == set(hosts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    arrived = time.monotonic() - sent
+    assert found == {host: f"{marker} from {host}" for host in hosts}, found
+    # What on-call reads there: web1's app slots, worker and nginx (their units' messages), and the deploys
+    # the converge recorded on web1, the deploy lock's host (role deploy_history's nnp-deploy entries).
+    web1 = remote_entries("_HOSTNAME=web1")
+    units = {e.get("_SYSTEMD_UNIT", "") for e in web1} | {e.get("UNIT", "") for e in web1}
+    assert "nnp-worker.service" in units, sorted(units)
+    assert any(unit.startswith("nnp-app@") for unit in units), sorted(units)
+    assert "nginx.service" in units, sorted(units)
+    deploys = [json.loads(e["MESSAGE"]) for e in web1 if e.get("SYSLOG_IDENTIFIER") == "nnp-deploy"]
+    assert any(d["kind"] == "deploy" and d["result"] == "succeeded" for d in deploys), deploys
+    FIGURES["central_logs"] = {"hosts": len(hosts), "seconds_until_all_arrived": round(arrived, 1)}

@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import syslog
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,8 @@ description:
   - C(state=listed) returns the newest I(count) records and writes nothing.
   - Writes happen under an exclusive C(flock) on I(path) + C(.flock), to a temporary file moved over the old
     one, so a reader sees the old history or the new one. With I(metrics_path), the same change rewrites a
-    Prometheus textfile for the node exporter's textfile collector (nnp_deploy_*).
+    Prometheus textfile for the node exporter's textfile collector (nnp_deploy_*). Each change also logs the
+    record as JSON to syslog (the journal) with the tag C(nnp-deploy).
 author: nnp-infra
 options:
   path:
@@ -307,6 +309,10 @@ def run(module: AnsibleModule) -> dict:
             # Only where the node exporter's textfile folder exists (a host without the exporter has none).
             if params["metrics_path"] and os.path.isdir(os.path.dirname(params["metrics_path"])):
                 replace_file(params["metrics_path"], metrics(records), 0o644)
+            # And to the journal (tag nnp-deploy), which the journal upload ships to the monitoring host.
+            syslog.openlog("nnp-deploy", 0, syslog.LOG_USER)
+            syslog.syslog(syslog.LOG_INFO, json.dumps(record, sort_keys=True))
+            syslog.closelog()
     return {"changed": changed, "record": record, "finished_now": finished_now, "records": []}
 
 
