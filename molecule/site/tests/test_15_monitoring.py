@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from stack import FIGURES, LB_URL, docker_exec, live_releases, prometheus
+from stack import FIGURES, LB_URL, docker_exec, host_client, host_get, live_releases, prometheus
 
 FLEET_JOURNAL = "--directory=/var/log/journal/remote"
 
@@ -95,15 +95,21 @@ def test_every_hosts_journal_is_readable_on_the_monitoring_host() -> None:
     sent = time.monotonic()
     for host in hosts:
         docker_exec(host, "logger", "-t", "nnp-site-test", f"{marker} from {host}")
+    # nginx's errors travel too: a static file that is not there is one (open() failed, at error level).
+    with host_client("web1") as client:
+        assert host_get(client, f"/static/{marker}.css").status_code == 404
     deadline = time.monotonic() + 60
     while True:
         found = {e["_HOSTNAME"]: e["MESSAGE"] for e in remote_entries("SYSLOG_IDENTIFIER=nnp-site-test")
                  if marker in e["MESSAGE"]}  # fmt: skip
-        if set(found) == set(hosts) or time.monotonic() > deadline:
+        errors = remote_entries("_HOSTNAME=web1", "SYSLOG_IDENTIFIER=nginx")
+        nginx = [e for e in errors if f"{marker}.css" in e["MESSAGE"]]
+        if (set(found) == set(hosts) and nginx) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     arrived = time.monotonic() - sent
     assert found == {host: f"{marker} from {host}" for host in hosts}, found
+    assert nginx, "web1's nginx error for the missing static file is not on mon1"
     # What on-call reads there: web1's app slots, worker and nginx (their units' messages), and the deploys
     # the converge recorded on web1, the deploy lock's host (role deploy_history's nnp-deploy entries).
     web1 = remote_entries("_HOSTNAME=web1")
