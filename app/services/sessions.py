@@ -80,6 +80,10 @@ def start_session(
     try:
         db.flush()  # the id, for the job's arguments; nothing is committed yet
         row.job_id = queue.defer(db.connection(), row.id, device)
+        # The row as this request queued it (the server's defaults included), read before the commit: once
+        # committed, a worker may claim it at once, and the 202 must describe what was accepted, not a race.
+        db.flush()
+        db.refresh(row)
         db.commit()
     except IntegrityError:
         db.rollback()
@@ -88,7 +92,6 @@ def start_session(
         raise ConflictError(
             f"model {model_id} already has a queued or running training session; stop it first"
         ) from None
-    db.refresh(row)
     logger.info("training queued", extra={"session_id": row.id, "job_id": row.job_id, "device": device})
     return row
 

@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from helpers import LONG_DATA, LONG_TRAINING, create_model, start_session, wait_for_session
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 from workerproc import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("clean_db")
@@ -56,6 +58,27 @@ def test_training_lifecycle_persists_metrics_and_weights(
         ).fetchone()
     assert job == ("succeeded",)
     assert leftover == (0,)  # a finished session's checkpoint is dropped
+
+
+def test_the_202_describes_the_queued_session_even_when_a_worker_claims_it_at_the_commit(
+    client: TestClient, database_url: str
+) -> None:
+    """A worker may claim a session the instant the start commits (LISTEN/NOTIFY: seen under load in make test,
+    the answer said running). The answer is the session as queued, whatever happens after the commit: here a
+    stand-in worker marks it running right at the commit, before the endpoint could read it back."""
+
+    def claim(db: Session) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE training_sessions SET status = 'running', attempts = 1 WHERE status = 'queued'")
+
+    model = create_model(client, "xor")
+    event.listen(Session, "after_commit", claim)
+    try:
+        session = start_session(client, model["id"], epochs=1)
+    finally:
+        event.remove(Session, "after_commit", claim)
+    assert (session["status"], session["attempts"], session["owner_pid"]) == ("queued", 0, None), session
+    assert client.get(f"/api/sessions/{session['id']}").json()["status"] == "running"
 
 
 def test_regression_sessions_have_no_accuracy(client: TestClient, worker: WorkerProcess) -> None:
